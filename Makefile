@@ -1,0 +1,32 @@
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-fast bench bench-full lint
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) scripts/dev.py run
+
+test: install
+	$(PY) scripts/dev.py test
+
+# One backend, no slow tests: the quick loop while working.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) scripts/dev.py bench --quick
+
+bench-full: install
+	$(PY) scripts/dev.py bench
+
+lint: install
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,2 @@
+def init_app(app):
+    """Flask-Admin views are registered here."""

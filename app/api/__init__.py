@@ -1,0 +1,46 @@
+from flask import Blueprint, jsonify, request
+from flask_login import current_user
+from werkzeug.exceptions import HTTPException
+
+from app.extensions import csrf
+
+bp = Blueprint("api", __name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status, code, message):
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc):
+    return error_response(exc.status, exc.code, exc.message)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc):
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return error_response(exc.code or 500, code, exc.description or exc.name)
+
+
+@bp.before_request
+def _session_requests_need_csrf():
+    # Bearer-token callers cannot be tricked by another site; cookie-session callers can.
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if request.environ.get("submissions.auth") == "bearer":
+        return
+    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+        return
+    if current_user.is_authenticated:
+        csrf.protect()
+
+
+from app.api import openapi, routes  # noqa: E402,F401

@@ -1,0 +1,163 @@
+from flask import jsonify
+
+from app.api import bp
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error_responses(*codes):
+    return {
+        str(code): {"description": "Error", "content": {"application/json": {"schema": ERROR}}}
+        for code in codes
+    }
+
+
+def _json(schema, description="OK"):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+ID_PARAM = {"in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+
+DOCUMENT = {
+    "openapi": "3.0.3",
+    "info": {"title": "Submissions API", "version": "1"},
+    "servers": [{"url": "/api/v1"}],
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    }
+                },
+            },
+            "Assignment": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "course": {"type": "string"},
+                    "title": {"type": "string"},
+                    "due_at": {"type": "string", "format": "date-time"},
+                    "cutoff_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "allowed_types": {"type": "array", "items": {"type": "string"}},
+                    "max_size_mb": {"type": "integer"},
+                    "max_score": {"type": "integer"},
+                    "open": {"type": "boolean"},
+                    "grades_released": {"type": "boolean"},
+                },
+            },
+            "Step": {
+                "type": "object",
+                "required": ["name", "status", "attempts", "detail"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "status": {"type": "string", "enum": [
+                        "pending", "queued", "running", "retrying", "succeeded", "failed",
+                        "skipped"]},
+                    "attempts": {"type": "integer"},
+                    "detail": {"type": "string"},
+                    "error": {"type": "string", "nullable": True},
+                },
+            },
+            "Grade": {
+                "type": "object",
+                "nullable": True,
+                "properties": {
+                    "score": {"type": "number"},
+                    "feedback": {"type": "string"},
+                    "updated_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "Submission": {
+                "type": "object",
+                "required": ["id", "assignment_id", "status", "filename", "size", "sha256",
+                             "received_at", "late", "steps", "similarity", "thumbnail_url",
+                             "grade"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "assignment_id": {"type": "integer"},
+                    "student_id": {"type": "integer"},
+                    "status": {"type": "string", "enum": [
+                        "received", "processing", "completed", "rejected", "needs_attention"]},
+                    "status_detail": {"type": "string"},
+                    "filename": {"type": "string"},
+                    "size": {"type": "integer"},
+                    "sha256": {"type": "string"},
+                    "received_at": {"type": "string", "format": "date-time"},
+                    "late": {"type": "boolean"},
+                    "steps": {"type": "array", "items": _ref("Step")},
+                    "similarity": {"type": "integer", "nullable": True},
+                    "thumbnail_url": {"type": "string", "nullable": True},
+                    "grade": _ref("Grade"),
+                },
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/tokens": {
+            "post": {
+                "summary": "Exchange email and password for a bearer token",
+                "security": [],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["email", "password"],
+                    "properties": {"email": {"type": "string"}, "password": {"type": "string"}},
+                }}}},
+                "responses": {
+                    "201": _json({"type": "object", "required": ["token"],
+                                  "properties": {"token": {"type": "string"}}}, "Created"),
+                    **_error_responses(400, 401, 429),
+                },
+            }
+        },
+        "/assignments": {
+            "get": {
+                "summary": "The caller's assignments",
+                "responses": {
+                    "200": _json({"type": "object", "properties": {
+                        "assignments": {"type": "array", "items": _ref("Assignment")}}}),
+                    **_error_responses(401),
+                },
+            }
+        },
+        "/assignments/{assignment_id}/submissions": {
+            "post": {
+                "summary": "Submit a file",
+                "parameters": [
+                    {**ID_PARAM, "name": "assignment_id"},
+                    {"in": "header", "name": "Idempotency-Key", "required": False,
+                     "schema": {"type": "string", "maxLength": 100}},
+                ],
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }}}},
+                "responses": {
+                    "202": _json(_ref("Submission"), "Accepted; processing continues"),
+                    **_error_responses(400, 401, 403, 404, 413, 415, 429, 503),
+                },
+            }
+        },
+        "/submissions/{submission_id}": {
+            "get": {
+                "summary": "A submission with its processing steps",
+                "parameters": [{**ID_PARAM, "name": "submission_id"}],
+                "responses": {"200": _json(_ref("Submission")), **_error_responses(401, 404)},
+            }
+        },
+    },
+}
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return jsonify(DOCUMENT)

@@ -1,0 +1,124 @@
+from flask import jsonify, request, url_for
+from flask_login import current_user
+
+from app.api import ApiError, bp
+from app.auth.views import authenticate
+from app.extensions import db
+from app.models import ApiToken, Assignment, Submission
+from app.submissions.access import assignments_for
+from app.submissions.intake import IntakeError, accept_upload
+
+
+def require_user():
+    if not current_user.is_authenticated:
+        raise ApiError(401, "unauthorized", "Log in or send a bearer token.")
+    return current_user
+
+
+def visible_submission(submission_id, user):
+    submission = db.session.get(Submission, submission_id)
+    if submission is None or not submission.visible_to(user):
+        raise ApiError(404, "not_found", "No such submission.")
+    return submission
+
+
+def iso(dt):
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+def assignment_json(assignment):
+    return {
+        "id": assignment.id,
+        "course": assignment.course.code,
+        "title": assignment.title,
+        "due_at": iso(assignment.due_at),
+        "cutoff_at": iso(assignment.cutoff_at),
+        "allowed_types": assignment.allowed_extensions,
+        "max_size_mb": assignment.max_size_mb,
+        "max_score": assignment.max_score,
+        "open": assignment.is_open(),
+        "grades_released": assignment.released_at is not None,
+    }
+
+
+def grade_json(grade):
+    if grade is None:
+        return None
+    return {"score": grade.score, "feedback": grade.feedback, "updated_at": iso(grade.updated_at)}
+
+
+def submission_json(submission, viewer):
+    staff = viewer.is_staff_of(submission.assignment.course_id)
+    grade = submission.grade if staff else submission.released_grade
+    return {
+        "id": submission.id,
+        "assignment_id": submission.assignment_id,
+        "student_id": submission.student_id,
+        "status": submission.status,
+        "status_detail": submission.status_detail,
+        "filename": submission.filename,
+        "size": submission.size,
+        "sha256": submission.sha256,
+        "received_at": iso(submission.received_at),
+        "late": submission.late,
+        "steps": [
+            {
+                "name": step.name,
+                "status": step.status,
+                "attempts": step.attempts,
+                "detail": step.detail,
+                **({"error": step.last_error} if staff else {}),
+            }
+            for step in submission.steps
+        ],
+        "similarity": submission.similarity,
+        "thumbnail_url": url_for("submissions.thumbnail", submission_id=submission.id)
+        if submission.thumbnail_path and submission.status != "rejected" else None,
+        "grade": grade_json(grade),
+    }
+
+
+@bp.post("/tokens")
+def create_token():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "Send JSON with email and password.")
+    email, password = body.get("email"), body.get("password")
+    if not isinstance(email, str) or not isinstance(password, str):
+        raise ApiError(400, "bad_request", "Send JSON with email and password.")
+    user = authenticate(email, password)
+    if user is None:
+        raise ApiError(401, "invalid_credentials", "That email and password do not match.")
+    token = ApiToken.issue(user)
+    db.session.commit()
+    return jsonify({"token": token}), 201
+
+
+@bp.get("/assignments")
+def list_assignments():
+    user = require_user()
+    return jsonify({"assignments": [assignment_json(a) for a in assignments_for(user)]})
+
+
+@bp.post("/assignments/<int:assignment_id>/submissions")
+def create_submission(assignment_id):
+    user = require_user()
+    assignment = db.session.get(Assignment, assignment_id)
+    try:
+        submission, created = accept_upload(
+            user, assignment, request.files.get("file"), request.headers.get("Idempotency-Key")
+        )
+    except IntakeError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    response = jsonify(submission_json(submission, user))
+    response.status_code = 202
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = url_for("api.get_submission", submission_id=submission.id)
+    return response
+
+
+@bp.get("/submissions/<int:submission_id>")
+def get_submission(submission_id):
+    user = require_user()
+    return jsonify(submission_json(visible_submission(submission_id, user), user))

@@ -1,0 +1,92 @@
+from urllib.parse import urlsplit
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired
+
+from app.auth import bp
+from app.extensions import db, login_manager
+from app.models import ApiToken, User, utcnow
+
+login_manager.login_view = "auth.login"
+login_manager.login_message = "Please log in to continue."
+
+
+@login_manager.user_loader
+def load_user(user_id):
+    user = db.session.get(User, int(user_id))
+    return user if user is not None and user.active else None
+
+
+@login_manager.request_loader
+def load_user_from_bearer(req):
+    user = user_for_bearer(req.headers.get("Authorization", ""))
+    if user is not None:
+        req.environ["submissions.auth"] = "bearer"
+    return user
+
+
+def user_for_bearer(header):
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    row = db.session.execute(
+        db.select(ApiToken).filter_by(token_hash=ApiToken.hash(token.strip()))
+    ).scalar_one_or_none()
+    if row is None or not row.user.active:
+        return None
+    row.last_used_at = utcnow()
+    db.session.commit()
+    return row.user
+
+
+def authenticate(email, password):
+    user = db.session.execute(
+        db.select(User).filter_by(email=(email or "").strip().lower())
+    ).scalar_one_or_none()
+    if user is None or not user.active or not user.check_password(password or ""):
+        return None
+    return user
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired()])
+    password = PasswordField("Password", validators=[DataRequired()])
+
+
+class LogoutForm(FlaskForm):
+    pass
+
+
+def _safe_next(target):
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/"):
+        return None
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("submissions.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = authenticate(form.email.data, form.password.data)
+        if user is not None:
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")) or url_for("submissions.index"))
+        flash("That email and password do not match an account.", "error")
+        return render_template("auth/login.html", form=form), 401
+    return render_template("auth/login.html", form=form)
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    if LogoutForm().validate_on_submit():
+        logout_user()
+    return redirect(url_for("auth.login"))

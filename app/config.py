@@ -1,0 +1,68 @@
+import os
+import secrets
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = BASE_DIR / "instance"
+
+
+def _int(name, default):
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def database_url(raw):
+    """Accept Heroku-style postgres:// URLs and use the psycopg2 driver we ship."""
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg2://" + raw[len(prefix):]
+    return raw
+
+
+class Config:
+    ENV_NAME = "development"
+    SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
+    SQLALCHEMY_DATABASE_URI = database_url(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'submissions.db'}"
+    )
+    REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    STORAGE_DIR = os.environ.get("STORAGE_DIR") or str(INSTANCE_DIR / "storage")
+    CLAMD_SOCKET = os.environ.get("CLAMD_SOCKET") or None
+    CLAMD_URL = os.environ.get("CLAMD_URL") or None
+    SMTP_URL = os.environ.get("SMTP_URL") or None
+    TURNITIN_URL = os.environ.get("TURNITIN_URL") or None
+    TURNITIN_API_KEY = os.environ.get("TURNITIN_API_KEY") or None
+    ADMIN_SYNC_URL = os.environ.get("ADMIN_SYNC_URL") or None
+    ADMIN_SYNC_SECRET = os.environ.get("ADMIN_SYNC_SECRET") or None
+    MAX_UPLOAD_MB = _int("MAX_UPLOAD_MB", 25)
+    INTAKE_MAX_BACKLOG = _int("INTAKE_MAX_BACKLOG", 5000)
+    PUBLIC_URL = os.environ.get("PUBLIC_URL") or f"http://127.0.0.1:{_int('PORT', 5000)}"
+    MAIL_FROM = os.environ.get("MAIL_FROM") or "Submissions <no-reply@submissions.local>"
+    # Retry delays are multiplied by this; tests set it to 0 so retries run at once.
+    RETRY_BACKOFF_SCALE = 1.0
+    WTF_CSRF_TIME_LIMIT = None
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+
+class ProductionConfig(Config):
+    ENV_NAME = "production"
+    SESSION_COOKIE_SECURE = True
+
+
+class TestingConfig(Config):
+    ENV_NAME = "testing"
+    TESTING = True
+    RETRY_BACKOFF_SCALE = 0.0
+
+
+CONFIGS = {
+    "development": Config,
+    "production": ProductionConfig,
+    "testing": TestingConfig,
+}
+
+
+def config_for_environment():
+    return CONFIGS[os.environ.get("APP_ENV", "development")]

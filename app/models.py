@@ -1,0 +1,367 @@
+import hashlib
+import secrets
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from flask_login import UserMixin
+from sqlalchemy import DateTime, ForeignKey, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.extensions import db
+
+
+def utcnow():
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stored as naive UTC on every backend, always returned timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+ROLES = ("student", "staff", "admin")
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120), default="")
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), default="student")
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    enrollments: Mapped[list["Enrollment"]] = relationship(back_populates="user")
+
+    def set_password(self, password):
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password):
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self):
+        return self.active
+
+    @property
+    def is_admin(self):
+        return self.role == "admin"
+
+    @property
+    def display_name(self):
+        return self.name or self.email
+
+    def course_role(self, course_id):
+        for enrollment in self.enrollments:
+            if enrollment.course_id == course_id:
+                return enrollment.role
+        return None
+
+    def is_staff_of(self, course_id):
+        return self.is_admin or self.course_role(course_id) == "staff"
+
+    def __repr__(self):
+        return f"<User {self.email}>"
+
+
+class ApiToken(db.Model):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+    @staticmethod
+    def hash(token):
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user):
+        token = secrets.token_urlsafe(32)
+        db.session.add(cls(user=user, token_hash=cls.hash(token)))
+        return token
+
+
+class Course(db.Model):
+    __tablename__ = "courses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+
+    enrollments: Mapped[list["Enrollment"]] = relationship(back_populates="course")
+    assignments: Mapped[list["Assignment"]] = relationship(back_populates="course")
+
+    @property
+    def tz(self):
+        return ZoneInfo(self.timezone)
+
+    def __str__(self):
+        return self.code
+
+
+class Enrollment(db.Model):
+    __tablename__ = "enrollments"
+    __table_args__ = (UniqueConstraint("user_id", "course_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    course_id: Mapped[int] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16), default="student")
+
+    user: Mapped[User] = relationship(back_populates="enrollments")
+    course: Mapped[Course] = relationship(back_populates="enrollments")
+
+
+class Assignment(db.Model):
+    __tablename__ = "assignments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cutoff_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Comma-separated file extensions, e.g. "pdf,docx,txt,py,zip,png".
+    allowed_types: Mapped[str] = mapped_column(String(200), default="pdf")
+    max_size_mb: Mapped[int] = mapped_column(default=20)
+    max_score: Mapped[int] = mapped_column(default=100)
+    release_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    release_job_id: Mapped[str | None] = mapped_column(String(64))
+
+    course: Mapped[Course] = relationship(back_populates="assignments")
+    submissions: Mapped[list["Submission"]] = relationship(back_populates="assignment")
+
+    @property
+    def allowed_extensions(self):
+        return [t.strip().lower().lstrip(".") for t in self.allowed_types.split(",") if t.strip()]
+
+    @property
+    def closes_at(self):
+        return self.cutoff_at or None
+
+    def is_open(self, at=None):
+        at = at or utcnow()
+        return self.cutoff_at is None or at <= self.cutoff_at
+
+    def __str__(self):
+        return f"{self.course.code}: {self.title}" if self.course else self.title
+
+
+SUBMISSION_STATUSES = ("received", "processing", "completed", "rejected", "needs_attention")
+STEP_STATUSES = ("pending", "queued", "running", "retrying", "succeeded", "failed", "skipped")
+
+
+class Submission(db.Model):
+    __tablename__ = "submissions"
+    __table_args__ = (
+        UniqueConstraint("student_id", "idempotency_key"),
+        Index("ix_submissions_assignment_student", "assignment_id", "student_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"))
+    student_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    incoming_path: Mapped[str | None] = mapped_column(String(500))
+    stored_path: Mapped[str | None] = mapped_column(String(500))
+    thumbnail_path: Mapped[str | None] = mapped_column(String(500))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    late: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(20), default="received", index=True)
+    status_detail: Mapped[str] = mapped_column(Text, default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(100))
+    similarity: Mapped[int | None]
+    similarity_report: Mapped[dict | None] = mapped_column(db.JSON)
+
+    assignment: Mapped[Assignment] = relationship(back_populates="submissions")
+    student: Mapped[User] = relationship()
+    steps: Mapped[list["StepRun"]] = relationship(
+        back_populates="submission", order_by="StepRun.position"
+    )
+    grade: Mapped["Grade | None"] = relationship(back_populates="submission", uselist=False)
+
+    def step(self, name):
+        return next((s for s in self.steps if s.name == name), None)
+
+    def visible_to(self, user):
+        if user is None or not user.is_authenticated:
+            return False
+        return user.id == self.student_id or user.is_staff_of(self.assignment.course_id)
+
+    @property
+    def released_grade(self):
+        if self.grade is not None and self.assignment.released_at is not None:
+            return self.grade
+        return None
+
+
+class StepRun(db.Model):
+    __tablename__ = "step_runs"
+    __table_args__ = (UniqueConstraint("submission_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int] = mapped_column(default=0)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    submission: Mapped[Submission] = relationship(back_populates="steps")
+
+    @property
+    def done(self):
+        return self.status in ("succeeded", "skipped")
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class Event(db.Model):
+    """Append-only audit trail; the id is the SSE event id."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(String(20))
+    payload: Mapped[dict] = mapped_column(db.JSON)
+    submission_id: Mapped[int | None] = mapped_column(
+        ForeignKey("submissions.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    topics: Mapped[list["EventTopic"]] = relationship(
+        back_populates="event", cascade="all, delete-orphan"
+    )
+
+    @property
+    def topic_names(self):
+        return [t.topic for t in self.topics]
+
+
+class EventTopic(db.Model):
+    __tablename__ = "event_topics"
+    __table_args__ = (Index("ix_event_topics_topic_event", "topic", "event_id"),)
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    event: Mapped[Event] = relationship(back_populates="topics")
+
+
+class Grade(db.Model):
+    __tablename__ = "grades"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), unique=True
+    )
+    score: Mapped[float]
+    feedback: Mapped[str] = mapped_column(Text, default="")
+    marker_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # When the student was last told about this grade (release or later change).
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    submission: Mapped[Submission] = relationship(back_populates="grade")
+    marker: Mapped[User | None] = relationship()
+
+
+class FlashMessage(db.Model):
+    __tablename__ = "flash_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    level: Mapped[str] = mapped_column(String(16), default="info")
+    link_url: Mapped[str | None] = mapped_column(String(500))
+    link_text: Mapped[str | None] = mapped_column(String(100))
+    button_text: Mapped[str | None] = mapped_column(String(100))
+    modal: Mapped[bool] = mapped_column(default=False)
+    hide_after: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+    def to_dict(self):
+        return {
+            "id": self.id,
+            "text": self.text,
+            "level": self.level,
+            "link_url": self.link_url,
+            "link_text": self.link_text,
+            "button_text": self.button_text,
+            "modal": self.modal,
+            "hide_after": self.hide_after,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class OutboxEmail(db.Model):
+    __tablename__ = "outbox_emails"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # One row per message we mean to send, e.g. "receipt:42"; the unique key makes it exactly one.
+    dedupe_key: Mapped[str] = mapped_column(String(100), unique=True)
+    to: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    transport: Mapped[str] = mapped_column(String(20), default="outbox")
+
+
+class ExternalRecord(db.Model):
+    """What an outside system acknowledged for a submission, so a re-run never sends twice."""
+
+    __tablename__ = "external_records"
+    __table_args__ = (UniqueConstraint("submission_id", "service"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"))
+    service: Mapped[str] = mapped_column(String(32))
+    remote_id: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(32), default="")
+    data: Mapped[dict | None] = mapped_column(db.JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,233 @@
+"""The processing pipeline as data, and the moves of a submission and its steps through it.
+
+scan -> store -> {plagiarism, admin_sync, email, thumbnail}
+"""
+
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+
+from flask import current_app
+from rq import Queue, Retry
+from sqlalchemy import and_, exists, update
+
+from app.events.publisher import emit, submission_topics
+from app.extensions import db, get_redis
+from app.models import StepRun, Submission, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    queue: str
+    timeout: int  # seconds one attempt may run
+    max_attempts: int
+    backoff: float  # seconds before the first retry; doubles each time, with jitter
+    depends_on: tuple[str, ...] = ()
+
+
+STEPS = (
+    Step("scan", "Virus scan", "scan", timeout=120, max_attempts=6, backoff=5),
+    Step("store", "Safe storage", "store", timeout=120, max_attempts=6, backoff=5,
+         depends_on=("scan",)),
+    Step("plagiarism", "Similarity check", "external", timeout=900, max_attempts=8, backoff=30,
+         depends_on=("store",)),
+    Step("admin_sync", "Student records", "external", timeout=60, max_attempts=8, backoff=15,
+         depends_on=("store",)),
+    Step("email", "Receipt email", "email", timeout=60, max_attempts=8, backoff=15,
+         depends_on=("store",)),
+    Step("thumbnail", "Preview", "media", timeout=120, max_attempts=4, backoff=5,
+         depends_on=("store",)),
+)
+STEP_BY_NAME = {step.name: step for step in STEPS}
+
+# Queues in the order a worker that serves them all takes work from them.
+PIPELINE_QUEUES = ("scan", "store", "email", "external", "media")
+QUEUES = (*PIPELINE_QUEUES, "grades", "maintenance")
+
+MAX_BACKOFF = 600
+FAILED_JOB_TTL = 30 * 24 * 3600
+
+
+class StepSkipped(Exception):
+    """The step has nothing to do for this submission; the message says why."""
+
+
+class SubmissionRejected(Exception):
+    """The file cannot be accepted (infected, unreadable); the message is shown to the student."""
+
+
+def retry_delays(step):
+    scale = current_app.config["RETRY_BACKOFF_SCALE"]
+    return [
+        round(min(MAX_BACKOFF, step.backoff * 2**n) * scale * random.uniform(0.5, 1.5))
+        for n in range(step.max_attempts - 1)
+    ]
+
+
+def queue(name):
+    return Queue(name, connection=get_redis())
+
+
+def create_steps(submission):
+    submission.steps = [
+        StepRun(name=step.name, position=index, status="pending")
+        for index, step in enumerate(STEPS)
+    ]
+
+
+def step_payload(step_run):
+    return {
+        "submission_id": step_run.submission_id,
+        "step": step_run.name,
+        "title": STEP_BY_NAME[step_run.name].title,
+        "status": step_run.status,
+        "attempts": step_run.attempts,
+        "detail": step_run.detail,
+        "error": step_run.last_error,
+    }
+
+
+def submission_payload(submission):
+    return {
+        "submission_id": submission.id,
+        "status": submission.status,
+        "detail": submission.status_detail,
+    }
+
+
+def record_step(step_run, status, detail, error=None):
+    step_run.status = status
+    step_run.detail = detail
+    if error is not None:
+        step_run.last_error = error
+    now = utcnow()
+    if status == "running":
+        step_run.started_at = now
+        step_run.finished_at = None
+    elif status in ("succeeded", "failed", "skipped"):
+        step_run.finished_at = now
+    elif status == "queued":
+        step_run.queued_at = now
+    submission = step_run.submission
+    emit("step", step_payload(step_run), submission_topics(submission), submission.id)
+    log.info(
+        "event=step submission_id=%s step=%s status=%s attempts=%s job_id=%s",
+        submission.id, step_run.name, status, step_run.attempts, step_run.job_id,
+    )
+
+
+def record_submission(submission, status, detail=""):
+    submission.status = status
+    submission.status_detail = detail
+    emit("submission", submission_payload(submission), submission_topics(submission),
+         submission.id)
+    log.info("event=submission submission_id=%s status=%s", submission.id, status)
+
+
+def claim_for_queue(step_run, from_statuses=("pending",)):
+    """Atomically move a step to queued; False when another process got there first."""
+    job_id = uuid.uuid4().hex
+    claimed = db.session.execute(
+        update(StepRun)
+        .where(StepRun.id == step_run.id, StepRun.status.in_(from_statuses))
+        .values(status="queued", job_id=job_id)
+    ).rowcount
+    if not claimed:
+        return None
+    db.session.refresh(step_run)
+    record_step(step_run, "queued", "Waiting for a worker")
+    return job_id
+
+
+def enqueue_step(step_run):
+    step = STEP_BY_NAME[step_run.name]
+    delays = retry_delays(step)
+    queue(step.queue).enqueue(
+        "jobs.runner.run_step",
+        step_run.submission_id,
+        step.name,
+        job_id=step_run.job_id,
+        job_timeout=step.timeout,
+        retry=Retry(max=len(delays), interval=delays) if delays else None,
+        result_ttl=3600,
+        failure_ttl=FAILED_JOB_TTL,
+        description=f"{step.name} submission {step_run.submission_id}",
+        meta={"submission_id": step_run.submission_id, "step": step.name},
+    )
+
+
+def enqueue_ready(submission):
+    """Queue every pending step whose dependencies are done. Commits."""
+    done = {s.name for s in submission.steps if s.done}
+    claimed = [
+        s for s in submission.steps
+        if s.status == "pending"
+        and set(STEP_BY_NAME[s.name].depends_on) <= done
+        and claim_for_queue(s)
+    ]
+    db.session.commit()
+    for step_run in claimed:
+        try:
+            enqueue_step(step_run)
+        except Exception as exc:  # Redis away: the reconciler queues it once Redis is back
+            log.warning(
+                "event=enqueue_failed submission_id=%s step=%s error=%r",
+                submission.id, step_run.name, exc,
+            )
+    return claimed
+
+
+def requeue_step(step_run):
+    """Put a failed step back in the queue (staff action). Commits."""
+    submission = step_run.submission
+    if not claim_for_queue(step_run, from_statuses=("failed",)):
+        return False
+    step_run.attempts = 0
+    if submission.status == "needs_attention":
+        record_submission(submission, "processing", "A step was requeued")
+    db.session.commit()
+    enqueue_step(step_run)
+    return True
+
+
+def skip_remaining(submission, reason):
+    for step_run in submission.steps:
+        if step_run.status in ("pending", "queued", "retrying"):
+            record_step(step_run, "skipped", reason)
+
+
+def complete_if_done(submission_id):
+    """Mark the submission completed once every step is done; exactly one caller wins."""
+    unfinished = exists().where(
+        and_(StepRun.submission_id == submission_id,
+             StepRun.status.notin_(("succeeded", "skipped")))
+    )
+    won = db.session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id,
+               Submission.status.in_(("received", "processing")), ~unfinished)
+        .values(status="completed", status_detail="All checks finished")
+    ).rowcount
+    if won:
+        submission = db.session.get(Submission, submission_id)
+        db.session.refresh(submission)
+        record_submission(submission, "completed", "All checks finished")
+    db.session.commit()
+    return bool(won)
+
+
+def start_processing(submission):
+    won = db.session.execute(
+        update(Submission)
+        .where(Submission.id == submission.id, Submission.status == "received")
+        .values(status="processing")
+    ).rowcount
+    if won:
+        db.session.refresh(submission)
+        record_submission(submission, "processing", "Checks are running")
+

@@ -1,0 +1,50 @@
+// Sends the upload in the background so a busy server (503) or a rate limit (429) is retried
+// with the same idempotency key, instead of asking the student to try again.
+(function () {
+  const form = document.getElementById("upload-form");
+  if (!form) return;
+  const status = document.getElementById("upload-status");
+  const button = document.getElementById("upload-button");
+  const MAX_ATTEMPTS = 8;
+
+  function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+
+  function delayFor(response, attempt) {
+    const header = Number(response.headers.get("Retry-After"));
+    const backoff = Math.min(30000, 1000 * 2 ** attempt) * (0.5 + Math.random());
+    return header > 0 ? Math.max(header * 1000, backoff / 2) : backoff;
+  }
+
+  form.addEventListener("submit", async (event) => {
+    if (!window.fetch || !window.FormData) return;
+    event.preventDefault();
+    if (!form.file.files.length) { status.textContent = "Choose a file to upload."; return; }
+    button.disabled = true;
+    const body = new FormData(form);
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      status.textContent = attempt ? `Server busy; trying again (attempt ${attempt + 1})…` : "Uploading…";
+      let response;
+      try {
+        response = await fetch(form.action || window.location.href, {
+          method: "POST", body, credentials: "same-origin",
+        });
+      } catch (err) {
+        status.textContent = "Connection lost; retrying…";
+        await sleep(Math.min(30000, 1000 * 2 ** attempt));
+        continue;
+      }
+      if (response.redirected) { window.location.assign(response.url); return; }
+      if (response.status === 503 || response.status === 429) {
+        const wait = delayFor(response, attempt);
+        status.textContent = `The server is busy; your upload will be retried in ${Math.ceil(wait / 1000)} s. Keep this page open.`;
+        await sleep(wait);
+        continue;
+      }
+      const html = await response.text();
+      document.open(); document.write(html); document.close();
+      return;
+    }
+    button.disabled = false;
+    status.textContent = "The server is still busy. Your file was not submitted yet; please press Submit again.";
+  });
+})();

@@ -1,0 +1,5 @@
+from flask import Blueprint
+
+bp = Blueprint("submissions", __name__)
+
+from app.submissions import views  # noqa: E402,F401

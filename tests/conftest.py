@@ -1,0 +1,160 @@
+import os
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+from rq import SimpleWorker
+
+os.environ["APP_ENV"] = "testing"
+
+from app import create_app  # noqa: E402
+from app.extensions import db, get_redis  # noqa: E402
+from app.models import Assignment, Course, Enrollment, User, utcnow  # noqa: E402
+from app.pipeline import QUEUES  # noqa: E402
+from tests.services import RedisServer, postgres_admin_url  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery"
+
+
+def pytest_report_header(config):
+    return f"database backend: {os.environ.get('TEST_DATABASE', 'sqlite')}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    if os.environ.get("TEST_DATABASE") != "postgres":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        return
+    admin_url = postgres_admin_url()
+    name = f"submissions_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url, redis_server, tmp_path_factory):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis_server.url,
+                      "MIGRATIONS_DIR": str(ROOT / "migrations")})
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        db.engine.dispose()
+    return database_url
+
+
+@pytest.fixture
+def app(migrated, redis_server, tmp_path):
+    app = create_app({
+        "SQLALCHEMY_DATABASE_URI": migrated,
+        "REDIS_URL": redis_server.url,
+        "STORAGE_DIR": str(tmp_path / "storage"),
+        "SECRET_KEY": "test-secret",
+        "PUBLIC_URL": "http://submissions.test",
+        "MIGRATIONS_DIR": str(ROOT / "migrations"),
+    })
+    with app.app_context():
+        get_redis().flushdb()
+        _empty_tables()
+        yield app
+        db.session.remove()
+        _empty_tables()
+        db.engine.dispose()
+
+
+def _empty_tables():
+    db.session.remove()
+    with db.engine.begin() as conn:
+        for table in reversed(db.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_from(html):
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'<meta name="csrf-token" content="([^"]+)"', html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+class Auth:
+    def __init__(self, client):
+        self.client = client
+
+    def login(self, email, password=PASSWORD):
+        page = self.client.get("/login").get_data(as_text=True)
+        return self.client.post("/login", data={
+            "email": email, "password": password, "csrf_token": csrf_from(page)})
+
+    def token(self, email, password=PASSWORD):
+        response = self.client.post("/api/v1/tokens", json={"email": email, "password": password})
+        assert response.status_code == 201, response.get_json()
+        return {"Authorization": f"Bearer {response.get_json()['token']}"}
+
+
+@pytest.fixture
+def auth(client):
+    return Auth(client)
+
+
+def make_user(email, role="student", name=""):
+    user = User(email=email, role=role, name=name)
+    user.set_password(PASSWORD)
+    db.session.add(user)
+    return user
+
+
+@pytest.fixture
+def world(app):
+    """Two courses: alice and bob study CS101 with staff sam; carol studies ART200 with staff tess."""
+    from datetime import timedelta
+
+    now = utcnow()
+    cs = Course(code="CS101", title="Programming", timezone="Europe/London")
+    art = Course(code="ART200", title="Drawing", timezone="America/New_York")
+    users = {name: make_user(f"{name}@uni.test", role, name.title()) for name, role in [
+        ("alice", "student"), ("bob", "student"), ("carol", "student"),
+        ("sam", "staff"), ("tess", "staff"), ("root", "admin")]}
+    for name, course, role in [("alice", cs, "student"), ("bob", cs, "student"),
+                               ("sam", cs, "staff"), ("carol", art, "student"),
+                               ("tess", art, "staff")]:
+        db.session.add(Enrollment(user=users[name], course=course, role=role))
+    essay = Assignment(course=cs, title="Essay", due_at=now + timedelta(days=1),
+                       cutoff_at=now + timedelta(days=2),
+                       allowed_types="pdf,txt,py,png,jpg,zip,docx", max_size_mb=2, max_score=50)
+    sketch = Assignment(course=art, title="Sketch", due_at=now + timedelta(days=1),
+                        allowed_types="png,jpg,pdf", max_size_mb=5)
+    db.session.add_all([cs, art, essay, sketch])
+    db.session.commit()
+    return type("World", (), {"users": users, "essay": essay, "sketch": sketch, "cs": cs,
+                              "art": art})
+
+
+def run_jobs(queues=QUEUES):
+    """Process every queued job in this process, as a worker would, until the queues are empty."""
+    worker = SimpleWorker(list(queues), connection=get_redis())
+    worker.work(burst=True, logging_level="WARNING")
+    db.session.remove()
