@@ -26,6 +26,7 @@ def create_app(config=None):
     from app.events import bp as events_bp
     from app.flash import bp as flash_bp
     from app.grades import bp as grades_bp
+    from app.ops import bp as ops_bp
     from app.submissions import bp as submissions_bp
 
     app.register_blueprint(auth.bp)
@@ -33,6 +34,7 @@ def create_app(config=None):
     app.register_blueprint(grades_bp, url_prefix="/staff")
     app.register_blueprint(events_bp)
     app.register_blueprint(flash_bp)
+    app.register_blueprint(ops_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     csrf.exempt(api_bp)
     init_admin(app)

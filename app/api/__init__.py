@@ -43,4 +43,4 @@ def _session_requests_need_csrf():
         csrf.protect()
 
 
-from app.api import openapi, routes  # noqa: E402,F401
+from app.api import flash, grades, openapi, routes  # noqa: E402,F401

@@ -1,0 +1,3 @@
+"""API routes for marking and grade release."""
+
+from app.api import bp  # noqa: F401

@@ -1,0 +1,3 @@
+"""Staff action: put a failed step back in its queue."""
+
+from app.submissions import bp  # noqa: F401
