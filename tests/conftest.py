@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from flask import g
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from rq import SimpleWorker
 
@@ -83,8 +85,19 @@ def _empty_tables():
             conn.execute(table.delete())
 
 
+class Client(FlaskClient):
+    """The test keeps an app context open, which Flask reuses for each request; clear its `g`
+    so nothing (such as the logged-in user) leaks from one request into the next."""
+
+    def open(self, *args, **kwargs):
+        for name in list(g):
+            g.pop(name)
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def client(app):
+    app.test_client_class = Client
     return app.test_client()
 
 

@@ -32,9 +32,7 @@ def find_by_key(student, key):
     ).scalar_one_or_none()
 
 
-def check_can_submit(student, assignment, at=None):
-    if assignment is None or student.course_role(assignment.course_id) != "student":
-        raise IntakeError(404, "not_found", "No such assignment.")
+def check_open(assignment, at=None):
     if not assignment.is_open(at):
         raise IntakeError(
             403, "closed",
@@ -45,13 +43,15 @@ def check_can_submit(student, assignment, at=None):
 def accept_upload(student, assignment, upload, idempotency_key=None):
     """Record an upload and queue its processing; returns (submission, created)."""
     received_at = utcnow()
-    if idempotency_key is not None and not (0 < len(idempotency_key) <= 100):
-        raise IntakeError(400, "bad_idempotency_key", "Idempotency-Key must be 1 to 100 characters.")
-    if assignment is not None and student.course_role(assignment.course_id) == "student":
-        existing = find_by_key(student, idempotency_key)
-        if existing is not None and existing.assignment_id == assignment.id:
-            return existing, False
-    check_can_submit(student, assignment, received_at)
+    if assignment is None or student.course_role(assignment.course_id) != "student":
+        raise IntakeError(404, "not_found", "No such assignment.")
+    idempotency_key = idempotency_key or None
+    if idempotency_key is not None and len(idempotency_key) > 100:
+        raise IntakeError(400, "bad_idempotency_key", "Idempotency-Key may be at most 100 characters.")
+    existing = find_by_key(student, idempotency_key)
+    if existing is not None and existing.assignment_id == assignment.id:
+        return existing, False
+    check_open(assignment, received_at)
     if upload is None or not upload.filename:
         raise IntakeError(400, "no_file", "Choose a file to upload.")
     try:
