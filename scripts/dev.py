@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
-CACHE = ROOT / ".cache"
+CACHE = Path(os.environ.get("SUBMISSIONS_RUN_DIR") or ROOT / ".cache")
 INSTANCE = ROOT / "instance"
 sys.path.insert(0, str(ROOT))
 

@@ -171,3 +171,19 @@ def run_jobs(queues=QUEUES):
     worker = SimpleWorker(list(queues), connection=get_redis())
     worker.work(burst=True, logging_level="WARNING")
     db.session.remove()
+
+
+def process_env(app, **extra):
+    """Environment for a subprocess (worker, web, CLI) that must share this test's app state."""
+    env = dict(os.environ)
+    env.update({
+        "APP_ENV": "testing",
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "REDIS_URL": app.config["REDIS_URL"],
+        "STORAGE_DIR": app.config["STORAGE_DIR"],
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        "PUBLIC_URL": app.config["PUBLIC_URL"],
+        "PYTHONUNBUFFERED": "1",
+        **{key: str(value) for key, value in extra.items()},
+    })
+    return env

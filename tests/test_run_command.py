@@ -1,0 +1,84 @@
+"""`make run` as a new user meets it: one command, a page, a demo upload processed, Ctrl-C."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.conftest import ROOT
+from tests.services import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(predicate, seconds, message):
+    deadline = time.monotonic() + seconds
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.3)
+
+
+def get_or_none(url, **kwargs):
+    try:
+        return requests.get(url, timeout=2, **kwargs)
+    except requests.ConnectionError:
+        return None
+
+
+def test_run_serves_the_page_and_a_demo_upload_completes(redis_server, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "run.log"
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("DATABASE_URL", "CLAMD_SOCKET", "CLAMD_URL", "SMTP_URL")}
+    env.update({
+        "PORT": str(port), "REDIS_URL": redis_server.url.replace("/0", "/5"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
+        "STORAGE_DIR": str(tmp_path / "storage"), "SUBMISSIONS_RUN_DIR": str(tmp_path / "run"),
+        "WEB_CONCURRENCY": "1", "APP_ENV": "development",
+    })
+    with open(log_path, "w") as log:
+        run = subprocess.Popen([sys.executable, "scripts/dev.py", "run"], cwd=ROOT, env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        login_page = wait_for(lambda: get_or_none(f"{base}/login"), 90,
+                              "the page never came up")
+        assert login_page.status_code == 200 and "Log in" in login_page.text
+        password = re.search(r"alice@example.edu\s+password: (\S+)", log_path.read_text())
+        assert password, log_path.read_text()
+
+        token = requests.post(f"{base}/api/v1/tokens", timeout=5, json={
+            "email": "alice@example.edu", "password": password.group(1)}).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        assignment = requests.get(f"{base}/api/v1/assignments", headers=headers,
+                                  timeout=5).json()["assignments"][0]
+        accepted = requests.post(
+            f"{base}/api/v1/assignments/{assignment['id']}/submissions", headers=headers,
+            files={"file": ("essay.txt", b"An essay for the demo run.\n")}, timeout=10)
+        assert accepted.status_code == 202
+        location = base + accepted.headers["Location"]
+
+        def completed():
+            body = requests.get(location, headers=headers, timeout=5).json()
+            return body if body["status"] == "completed" else None
+
+        body = wait_for(completed, 90, f"not completed: {log_path.read_text()[-3000:]}")
+        scan = next(step for step in body["steps"] if step["name"] == "scan")
+        assert "No threats found" in scan["detail"]
+    finally:
+        os.killpg(run.pid, signal.SIGINT)
+        try:
+            run.wait(40)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            raise
+    assert get_or_none(f"{base}/login") is None, "the web server outlived Ctrl-C"

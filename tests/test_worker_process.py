@@ -1,0 +1,55 @@
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from rq import Worker
+
+from app.extensions import db, get_redis
+from app.models import Submission
+from tests.conftest import ROOT, process_env
+from tests.helpers import upload_api
+
+pytestmark = pytest.mark.slow
+
+
+def wait_until(predicate, seconds, message):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.2)
+
+
+def status_of(submission_id):
+    db.session.remove()
+    return db.session.get(Submission, submission_id).status
+
+
+def test_worker_process_completes_an_upload_and_stops_cleanly_on_sigterm(app, client, auth,
+                                                                          world):
+    worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=process_env(app),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        headers = auth.token("alice@uni.test")
+        body = upload_api(client, headers, world.essay.id, b"work for the real worker\n",
+                          "essay.txt").get_json()
+        wait_until(lambda: status_of(body["id"]) == "completed", 60,
+                   "the submission did not complete through the worker process")
+        assert len(Worker.all(connection=get_redis())) == 1
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, output
+    assert "Warm shut down requested" in output or "stopping" in output.lower()
+    assert Worker.all(connection=get_redis()) == []
+
+
+def test_procfile_declares_the_four_processes():
+    lines = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines())
+    assert set(lines) == {"release", "web", "worker", "scheduler"}
+    assert "db upgrade" in lines["release"]
+    assert "gunicorn" in lines["web"] and "worker.py" in lines["worker"]
