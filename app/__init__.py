@@ -24,6 +24,7 @@ def create_app(config=None):
     from app.admin import init_app as init_admin
     from app.api import bp as api_bp
     from app.events import bp as events_bp
+    from app.events import stream  # noqa: F401  (attaches the /events routes)
     from app.flash import bp as flash_bp
     from app.grades import bp as grades_bp
     from app.ops import bp as ops_bp

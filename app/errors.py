@@ -1,24 +1,54 @@
-from flask import render_template, request
-from werkzeug.exceptions import HTTPException
+import logging
+
+from flask import current_app, g, render_template, request
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from app.api import error_response
+from app.extensions import db, login_manager
+
+log = logging.getLogger(__name__)
 
 
 def _wants_json():
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
+def http_error(exc):
+    if _wants_json():
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code, code, exc.description)
+    message = None
+    if exc.code == 413:
+        message = f"Files may be at most {current_app.config['MAX_UPLOAD_MB']} MB."
+    return render_template("error.html", error=exc, message=message), exc.code
+
+
+def database_unavailable(exc):
+    # Connection-level failures only; anything else is a bug and should stay a 500.
+    if not exc.connection_invalidated and not _is_connection_error(exc):
+        raise exc
+    log.error("event=database_unavailable path=%s error=%r", request.path, exc.orig)
+    db.session.rollback()
+    # Rendering would otherwise ask the database for the logged-in user again.
+    g._login_user = login_manager.anonymous_user()
+    retry_after = current_app.config["INTAKE_RETRY_AFTER"]
+    message = "The service is briefly unavailable; please try again in a few seconds."
+    if _wants_json():
+        return error_response(503, "unavailable", message, retry_after)
+    page = render_template("unavailable.html", error=ServiceUnavailable(), message=message)
+    return page, 503, {"Retry-After": str(retry_after)}
+
+
+def _is_connection_error(exc):
+    text = str(exc.orig).lower()
+    return any(sign in text for sign in (
+        "could not connect", "connection refused", "server closed the connection",
+        "terminating connection", "database is locked", "unable to open database",
+        "the database system is", "connection already closed", "disk i/o error",
+    ))
+
+
 def init_app(app):
-    @app.errorhandler(HTTPException)
-    def http_error(exc):
-        if _wants_json():
-            code = (exc.name or "error").lower().replace(" ", "_")
-            response = error_response(exc.code, code, exc.description)
-        else:
-            response = render_template("error.html", error=exc), exc.code
-        if exc.code == 413 and not _wants_json():
-            limit = app.config["MAX_UPLOAD_MB"]
-            response = render_template(
-                "error.html", error=exc, message=f"Files may be at most {limit} MB."
-            ), 413
-        return response
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(DBAPIError, database_unavailable)

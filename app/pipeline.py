@@ -61,6 +61,14 @@ class SubmissionRejected(Exception):
     """The file cannot be accepted (infected, unreadable); the message is shown to the student."""
 
 
+class RetryLater(Exception):
+    """Try the step again, but not before `delay` seconds (the service asked us to wait)."""
+
+    def __init__(self, message, delay):
+        super().__init__(message)
+        self.delay = delay
+
+
 def retry_delays(step):
     scale = current_app.config["RETRY_BACKOFF_SCALE"]
     return [
@@ -71,6 +79,18 @@ def retry_delays(step):
 
 def queue(name):
     return Queue(name, connection=get_redis())
+
+
+def backlog():
+    """Jobs waiting in the pipeline queues, or None when Redis cannot say."""
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for name in PIPELINE_QUEUES:
+            pipe.llen(queue(name).key)
+        return sum(pipe.execute())
+    except Exception as exc:
+        log.warning("event=backlog_unknown error=%r", exc)
+        return None
 
 
 def create_steps(submission):

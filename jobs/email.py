@@ -1,3 +1,6 @@
+"""The receipt email step; the outbox row in app.services.mailer makes it one message per
+submission however often the step runs."""
+
 from flask import current_app
 
 from app.services import mailer

@@ -1,22 +1,22 @@
 """Periodic upkeep: the reconciler that makes the database, not Redis, the source of truth."""
 
 import logging
-from datetime import timedelta
+from datetime import UTC, timedelta
 
+from flask import current_app
 from rq import Worker
-from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq_scheduler import Scheduler
 from sqlalchemy import update
 
 from app import pipeline
 from app.extensions import db, get_redis
+from app.grades.release import restore_scheduled_releases
 from app.models import StepRun, Submission, utcnow
+from jobs.rollup import ROLLUP_EVERY
 
 log = logging.getLogger(__name__)
 
-# A step queued this recently may still be on its way into Redis.
-QUEUE_GRACE = timedelta(seconds=15)
 RECONCILE_EVERY = 20
 LIVE_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
@@ -25,49 +25,56 @@ def _live_worker_names(redis):
     return {worker.name for worker in Worker.all(connection=redis)}
 
 
-def job_is_alive(job_id, redis, live_workers):
-    try:
-        job = Job.fetch(job_id, connection=redis)
-    except NoSuchJobError:
+def job_is_alive(job, live_workers, now, dead_after):
+    if job is None:
         return False
     status = job.get_status(refresh=False)
     if status in LIVE_STATUSES:
         return True
     if status == JobStatus.STARTED:
-        return job.worker_name in live_workers
+        # A worker killed with -9 stays registered for a while; its job stops heartbeating.
+        beat = job.last_heartbeat
+        fresh = beat is None or now - beat.replace(tzinfo=UTC) < dead_after
+        return job.worker_name in live_workers and fresh
     return False
 
 
-def _requeue(step_run, redis, live_workers, now):
-    if step_run.status == "queued" and step_run.queued_at and now - step_run.queued_at < QUEUE_GRACE:
+def _requeue(seen, job, live_workers, now):
+    """Claim a lost step back to pending, only if it is still as we saw it."""
+    config = current_app.config
+    # A step queued this recently may still be on its way into Redis.
+    grace = timedelta(seconds=config["RECONCILE_GRACE_SECONDS"])
+    if seen.status == "queued" and seen.queued_at and now - seen.queued_at < grace:
         return False
-    if step_run.job_id and job_is_alive(step_run.job_id, redis, live_workers):
+    if job_is_alive(job, live_workers, now,
+                    timedelta(seconds=config["WORKER_DEAD_AFTER_SECONDS"])):
         return False
-    # Claim it only if nobody changed it since we looked: safe from several processes at once.
+    same_job = StepRun.job_id.is_(None) if seen.job_id is None else StepRun.job_id == seen.job_id
     claimed = db.session.execute(
         update(StepRun)
-        .where(StepRun.id == step_run.id, StepRun.status == step_run.status,
-               StepRun.job_id.is_(step_run.job_id) if step_run.job_id is None
-               else StepRun.job_id == step_run.job_id)
+        .where(StepRun.id == seen.id, StepRun.status == seen.status, same_job)
         .values(status="pending")
     ).rowcount
     db.session.commit()
-    if not claimed:
-        return False
-    db.session.refresh(step_run)
-    log.info("event=reconcile_requeue submission_id=%s step=%s lost_job_id=%s",
-             step_run.submission_id, step_run.name, step_run.job_id)
-    return True
+    if claimed:
+        log.info("event=reconcile_requeue submission_id=%s step=%s lost_job_id=%s",
+                 seen.submission_id, seen.name, seen.job_id)
+    return bool(claimed)
 
 
 def reconcile():
     redis = get_redis()
     live_workers = _live_worker_names(redis)
     now = utcnow()
+    # Plain rows, not ORM objects: each claim commits, and must compare with what we saw here.
     in_flight = db.session.execute(
-        db.select(StepRun).where(StepRun.status.in_(("queued", "running", "retrying")))
-    ).scalars().all()
-    requeued = sum(_requeue(s, redis, live_workers, now) for s in in_flight)
+        db.select(StepRun.id, StepRun.submission_id, StepRun.name, StepRun.status,
+                  StepRun.job_id, StepRun.queued_at)
+        .where(StepRun.status.in_(("queued", "running", "retrying")))
+    ).all()
+    jobs = Job.fetch_many([s.job_id or "-" for s in in_flight], connection=redis)
+    requeued = sum(_requeue(s, job, live_workers, now)
+                   for s, job in zip(in_flight, jobs, strict=True))
 
     # Pending steps whose dependencies are done (a crash between a step and its successors),
     # and submissions that never got their first step into Redis.
@@ -78,21 +85,39 @@ def reconcile():
     enqueued = sum(len(pipeline.enqueue_ready(s)) for s in waiting)
     completed = sum(pipeline.complete_if_done(s.id) for s in waiting)
     summary = {"checked": len(in_flight), "requeued": requeued, "enqueued": enqueued,
-               "completed": completed}
+               "completed": completed, "releases_restored": restore_scheduled_releases()}
     log.info("event=reconcile %s", " ".join(f"{k}={v}" for k, v in summary.items()))
     return summary
 
 
+PERIODIC = {
+    "periodic-reconcile": ("jobs.maintenance.reconcile", RECONCILE_EVERY),
+    "periodic-rollup": ("jobs.rollup.roll_up", ROLLUP_EVERY),
+}
+
+
+class MaintenanceScheduler(Scheduler):
+    """rq-scheduler that puts its periodic jobs back if Redis lost them (flush, restart)."""
+
+    def enqueue_jobs(self):
+        missing = [job_id for job_id in PERIODIC if job_id not in self]
+        if missing:
+            log.warning("event=periodic_jobs_restored ids=%s", ",".join(missing))
+            schedule_periodic(self, only=missing)
+        return super().enqueue_jobs()
+
+
 def scheduler_for(interval=5.0):
-    return Scheduler(queue_name="maintenance", connection=get_redis(), interval=interval)
+    return MaintenanceScheduler(queue_name="maintenance", connection=get_redis(),
+                                interval=interval)
 
 
-def schedule_periodic(scheduler):
-    for job in scheduler.get_jobs():
-        if job.id == "periodic-reconcile":
-            scheduler.cancel(job)
-    scheduler.schedule(
-        scheduled_time=utcnow().replace(tzinfo=None), func="jobs.maintenance.reconcile",
-        interval=RECONCILE_EVERY, repeat=None, id="periodic-reconcile", queue_name="maintenance",
-        result_ttl=RECONCILE_EVERY * 3,
-    )
+def schedule_periodic(scheduler, only=None):
+    for job_id in only or PERIODIC:
+        if job_id in scheduler:
+            scheduler.cancel(job_id)
+        func, every = PERIODIC[job_id]
+        scheduler.schedule(
+            scheduled_time=utcnow().replace(tzinfo=None), func=func, interval=every,
+            repeat=None, id=job_id, queue_name="maintenance", result_ttl=every * 3,
+        )

@@ -3,12 +3,14 @@ progress, runs the step's own module and decides what comes next."""
 
 import importlib
 import logging
+import math
 
 from rq import get_current_job
 
 from app import pipeline
 from app.extensions import db
 from app.models import StepRun
+from app.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,11 @@ def run_step(submission_id, step_name):
     submission = step_run.submission
     if step_run.done:
         return "already done"
+    if job_id and step_run.job_id and job_id != step_run.job_id:
+        # The reconciler handed this step to a newer job; the database decides which one runs.
+        log.info("event=stale_job submission_id=%s step=%s job_id=%s current_job_id=%s",
+                 submission_id, step_name, job_id, step_run.job_id)
+        return "superseded"
     if submission.status == "rejected":
         pipeline.record_step(step_run, "skipped", "Not run: the file was not accepted")
         db.session.commit()
@@ -52,6 +59,7 @@ def run_step(submission_id, step_name):
         pipeline.skip_remaining(submission, "Not run: the file was not accepted")
         pipeline.record_submission(submission, "rejected", str(rejected))
         db.session.commit()
+        metrics.count_step(step_run, outcome="rejected")
         return "rejected"
     except Exception as exc:
         db.session.rollback()
@@ -60,6 +68,7 @@ def run_step(submission_id, step_name):
     else:
         pipeline.record_step(step_run, "succeeded", detail or "Done")
     db.session.commit()
+    metrics.count_step(step_run)
     pipeline.enqueue_ready(submission)
     pipeline.complete_if_done(submission.id)
     return step_run.status
@@ -69,7 +78,15 @@ def _record_failure(step_run, job, exc):
     error = f"{type(exc).__name__}: {exc}"
     step = pipeline.STEP_BY_NAME[step_run.name]
     retries_left = job.retries_left if job is not None and job.retries_left else 0
-    if retries_left:
+    if retries_left and isinstance(exc, pipeline.RetryLater):
+        delay = _postpone_next_retry(job, exc.delay)
+        pipeline.record_step(
+            step_run, "retrying",
+            f"{exc}; trying again in {delay} s "
+            f"(attempt {step_run.attempts} of {step.max_attempts})",
+            error=error,
+        )
+    elif retries_left:
         pipeline.record_step(
             step_run, "retrying",
             f"Attempt {step_run.attempts} of {step.max_attempts} did not finish; trying again",
@@ -88,5 +105,18 @@ def _record_failure(step_run, job, exc):
                 f"{step.title} could not finish; your submission is safely received",
             )
     db.session.commit()
+    metrics.count_step(step_run)
     log.warning("event=step_error submission_id=%s step=%s job_id=%s error=%r",
                 step_run.submission_id, step_run.name, step_run.job_id, error)
+
+
+def _postpone_next_retry(job, delay):
+    """Make RQ's coming retry of this job wait at least `delay` seconds; returns the wait."""
+    intervals = list(job.retry_intervals or [0])
+    # The same slot RQ's Job.get_retry_interval reads when it schedules the retry.
+    slot = max(len(intervals) - job.retries_left, 0)
+    # RQ rounds scheduled times down to the second; the extra second keeps the retry from
+    # running early.
+    intervals[slot] = max(intervals[slot], math.ceil(delay) + 1)
+    job.retry_intervals = intervals
+    return intervals[slot]

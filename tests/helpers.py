@@ -42,3 +42,34 @@ def trail(submission_id):
         db.select(Event).filter_by(submission_id=submission_id).order_by(Event.id)
     ).scalars()
     return [(e.type, e.payload.get("step", ""), e.payload["status"]) for e in events]
+
+
+def descendants(pid):
+    """Every process below `pid` (RQ's work horse runs in a session of its own)."""
+    from pathlib import Path
+
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid):
+    """SIGKILL a process and everything it started, as a crashed machine would."""
+    import os
+    import signal
+
+    for victim in [pid, *descendants(pid)]:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -8,20 +8,22 @@ bp = Blueprint("api", __name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status, code, message):
+    def __init__(self, status, code, message, retry_after=None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
-def error_response(status, code, message):
-    return jsonify({"error": {"code": code, "message": message}}), status
+def error_response(status, code, message, retry_after=None):
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    return jsonify({"error": {"code": code, "message": message}}), status, headers
 
 
 @bp.errorhandler(ApiError)
 def _api_error(exc):
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, exc.retry_after)
 
 
 @bp.errorhandler(HTTPException)

@@ -2,11 +2,11 @@ from flask import jsonify, request, url_for
 from flask_login import current_user
 
 from app.api import ApiError, bp
-from app.auth.views import authenticate
+from app.auth.views import TooManyAttempts, authenticate
 from app.extensions import db
 from app.models import ApiToken, Assignment, Submission
 from app.submissions.access import assignments_for
-from app.submissions.intake import IntakeError, accept_upload
+from app.submissions.intake import IntakeError, accept_upload, check_readable_form
 
 
 def require_user():
@@ -86,7 +86,10 @@ def create_token():
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not isinstance(password, str):
         raise ApiError(400, "bad_request", "Send JSON with email and password.")
-    user = authenticate(email, password)
+    try:
+        user = authenticate(email, password)
+    except TooManyAttempts as exc:
+        raise ApiError(429, "rate_limited", str(exc), exc.wait) from None
     if user is None:
         raise ApiError(401, "invalid_credentials", "That email and password do not match.")
     token = ApiToken.issue(user)
@@ -105,11 +108,12 @@ def create_submission(assignment_id):
     user = require_user()
     assignment = db.session.get(Assignment, assignment_id)
     try:
+        check_readable_form(request)
         submission, created = accept_upload(
             user, assignment, request.files.get("file"), request.headers.get("Idempotency-Key")
         )
     except IntakeError as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from None
+        raise ApiError(exc.status, exc.code, exc.message, exc.retry_after) from None
     response = jsonify(submission_json(submission, user))
     response.status_code = 202
     if not created:

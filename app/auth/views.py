@@ -1,11 +1,12 @@
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
+from app import ratelimit
 from app.auth import bp
 from app.extensions import db, login_manager
 from app.models import ApiToken, User, utcnow
@@ -42,7 +43,18 @@ def user_for_bearer(header):
     return row.user
 
 
+class TooManyAttempts(Exception):
+    def __init__(self, wait):
+        super().__init__(f"Too many login attempts; try again in {wait} s.")
+        self.wait = wait
+
+
 def authenticate(email, password):
+    """The active user with these credentials, or None; TooManyAttempts when rate limited."""
+    attempt_key = f"{(email or '').strip().lower()}|{request.remote_addr}"
+    wait = ratelimit.wait_seconds("login", attempt_key, *current_app.config["LOGIN_RATE_LIMIT"])
+    if wait:
+        raise TooManyAttempts(wait)
     user = db.session.execute(
         db.select(User).filter_by(email=(email or "").strip().lower())
     ).scalar_one_or_none()
@@ -75,7 +87,12 @@ def login():
         return redirect(url_for("submissions.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = authenticate(form.email.data, form.password.data)
+        try:
+            user = authenticate(form.email.data, form.password.data)
+        except TooManyAttempts as exc:
+            flash(str(exc), "error")
+            return render_template("auth/login.html", form=form), 429, {
+                "Retry-After": str(exc.wait)}
         if user is not None:
             login_user(user)
             return redirect(_safe_next(request.args.get("next")) or url_for("submissions.index"))

@@ -6,10 +6,11 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from app import pipeline
+from app import pipeline, ratelimit
 from app.events.publisher import emit, submission_topics
 from app.extensions import db
 from app.models import Submission, utcnow
+from app.ops import metrics
 from app.services.storage import TooLarge, storage_for
 from app.submissions import filetypes
 
@@ -17,11 +18,39 @@ log = logging.getLogger(__name__)
 
 
 class IntakeError(Exception):
-    def __init__(self, status, code, message):
+    def __init__(self, status, code, message, retry_after=None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+        metrics.count_intake(code)
+
+
+def check_capacity(student):
+    config = current_app.config
+    wait = ratelimit.wait_seconds("intake", student.id, *config["INTAKE_RATE_LIMIT"])
+    if wait:
+        raise IntakeError(429, "rate_limited",
+                          f"Too many uploads in a short time; try again in {wait} s.", wait)
+    backlog = pipeline.backlog()
+    if backlog is not None and backlog > config["INTAKE_MAX_BACKLOG"]:
+        log.warning("event=intake_busy backlog=%s", backlog)
+        raise IntakeError(503, "busy", "We are receiving a lot of work right now; "
+                          "your upload will be retried shortly.", config["INTAKE_RETRY_AFTER"])
+
+
+def check_readable_form(request):
+    """Refuse a body that is not a multipart form, or one Werkzeug dropped as unparseable."""
+    if request.mimetype != "multipart/form-data":
+        raise IntakeError(415, "not_multipart",
+                          "Send the file as multipart/form-data, in a field named file.")
+    # Werkzeug silently yields an empty form for a missing boundary, a body cut short or a
+    # part header that is not UTF-8; without this the student would be told to choose a file.
+    if request.content_length and not request.form and not request.files:
+        raise IntakeError(400, "unreadable_upload",
+                          "The upload could not be read: it arrived incomplete or malformed, "
+                          "or its file name is not valid UTF-8. Please try again.")
 
 
 def find_by_key(student, key):
@@ -47,11 +76,13 @@ def accept_upload(student, assignment, upload, idempotency_key=None):
         raise IntakeError(404, "not_found", "No such assignment.")
     idempotency_key = idempotency_key or None
     if idempotency_key is not None and len(idempotency_key) > 100:
-        raise IntakeError(400, "bad_idempotency_key", "Idempotency-Key may be at most 100 characters.")
+        raise IntakeError(400, "bad_idempotency_key",
+                          "Idempotency-Key may be at most 100 characters.")
     existing = find_by_key(student, idempotency_key)
     if existing is not None and existing.assignment_id == assignment.id:
         return existing, False
     check_open(assignment, received_at)
+    check_capacity(student)
     if upload is None or not upload.filename:
         raise IntakeError(400, "no_file", "Choose a file to upload.")
     try:
@@ -73,7 +104,9 @@ def accept_upload(student, assignment, upload, idempotency_key=None):
         raise IntakeError(413, "too_large", f"Files may be at most {limit_mb} MB.") from None
     except OSError as exc:
         log.error("event=intake_write_failed error=%r", exc)
-        raise IntakeError(503, "unavailable", "We cannot store files right now.") from None
+        raise IntakeError(503, "unavailable", "We cannot store files right now; "
+                          "your upload will be retried shortly.",
+                          current_app.config["INTAKE_RETRY_AFTER"]) from None
 
     try:
         if size == 0:
@@ -104,6 +137,7 @@ def accept_upload(student, assignment, upload, idempotency_key=None):
     log.info("event=received submission_id=%s student_id=%s size=%s late=%s",
              submission.id, student.id, size, submission.late)
     pipeline.enqueue_ready(submission)
+    metrics.count_intake("accepted")
     return submission, True
 
 

@@ -1,3 +1,33 @@
 """Staff action: put a failed step back in its queue."""
 
-from app.submissions import bp  # noqa: F401
+from flask import abort, flash, redirect, url_for
+from flask_login import current_user, login_required
+from redis.exceptions import RedisError
+
+from app.pipeline import STEP_BY_NAME, requeue_step
+from app.submissions import bp
+from app.submissions.access import visible_submission_or_404
+
+
+@bp.post("/submissions/<int:submission_id>/steps/<step_name>/requeue")
+@login_required
+def requeue(submission_id, step_name):
+    submission = visible_submission_or_404(submission_id)
+    if not current_user.is_staff_of(submission.assignment.course_id):
+        abort(403)
+    step_run = submission.step(step_name)
+    if step_run is None:
+        abort(404)
+    title = STEP_BY_NAME[step_run.name].title
+    try:
+        requeued = requeue_step(step_run)
+    except RedisError:
+        # The step is queued in the database; the reconciler hands it to Redis once it is back.
+        flash(f"{title} was requeued; the queue is unreachable right now, so it will start "
+              "within a minute of it coming back.", "info")
+    else:
+        if requeued:
+            flash(f"{title} was requeued.", "info")
+        else:
+            flash(f"Only a failed step can be requeued; {title} is {step_run.status}.", "info")
+    return redirect(url_for("submissions.detail", submission_id=submission.id), 303)

@@ -5,7 +5,7 @@ from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import HiddenField
 
-from app.extensions import db
+from app.extensions import csrf, db
 from app.models import Submission
 from app.pipeline import STEP_BY_NAME
 from app.submissions import bp
@@ -14,7 +14,7 @@ from app.submissions.access import (
     enrolled_assignment_or_404,
     visible_submission_or_404,
 )
-from app.submissions.intake import IntakeError, accept_upload
+from app.submissions.intake import IntakeError, accept_upload, check_readable_form
 
 
 class UploadForm(FlaskForm):
@@ -44,22 +44,27 @@ def _assignment_page(assignment, form, error=None, status=200):
 
 
 @bp.route("/assignments/<int:assignment_id>", methods=["GET", "POST"])
+# The form checks its own CSRF token, after a broken upload has been told apart from a forgery.
+@csrf.exempt
 @login_required
 def assignment(assignment_id):
     assignment = enrolled_assignment_or_404(assignment_id)
     form = UploadForm()
     if request.method == "POST":
-        if not form.validate_on_submit():
-            return _assignment_page(assignment, form, "Your session expired; please try again.",
-                                    400)
         try:
+            check_readable_form(request)
+            if not form.validate_on_submit():
+                return _assignment_page(assignment, form,
+                                        "Your session expired; please try again.", 400)
             submission, _ = accept_upload(
                 current_user, assignment, request.files.get("file"), form.idempotency_key.data
             )
         except IntakeError as exc:
             if exc.status == 404:
                 abort(404)
-            return _assignment_page(assignment, form, exc.message, exc.status)
+            page, status = _assignment_page(assignment, form, exc.message, exc.status)
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+            return page, status, headers
         return redirect(url_for("submissions.detail", submission_id=submission.id), 303)
     return _assignment_page(assignment, form)
 

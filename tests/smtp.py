@@ -1,0 +1,99 @@
+"""A real SMTP server for the suite (aiosmtpd on a thread, 127.0.0.1, a free port).
+
+It keeps every message it accepts, can be stopped and started again on the same port, can be
+told to stall at DATA before accepting (a client that goes away meanwhile delivers nothing) or
+at QUIT after accepting, and can drop the connection right after accepting (the reply never
+reaches the client)."""
+
+import asyncio
+import threading
+from email import message_from_bytes, policy
+
+from aiosmtpd.controller import Controller
+
+from tests.services import free_port
+
+ACCEPTED = "250 2.0.0 Message accepted for delivery"
+
+
+class SmtpServer:
+    def __init__(self):
+        self.port = free_port()
+        self.messages = []
+        self.aborted = 0  # transactions whose client went away while the server stalled
+        self.stalled = threading.Event()  # set once a client is waiting on a stall
+        self._held_at = None  # "DATA" or "QUIT" while stalling there
+        self._drop_after_accept = False
+        self._changed = threading.Condition()
+        self._controller = None
+
+    @property
+    def url(self):
+        return f"smtp://127.0.0.1:{self.port}"
+
+    @property
+    def running(self):
+        return self._controller is not None
+
+    def start(self):
+        # A stopped controller's loop is closed, so every start gets a new one.
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self):
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def hold(self, command="DATA"):
+        self.stalled.clear()
+        self._held_at = command
+
+    def release(self):
+        self._held_at = None
+
+    def drop_after_accept(self, enabled=True):
+        self._drop_after_accept = enabled
+
+    def wait_for(self, predicate, timeout=10):
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self), timeout)
+
+    async def handle_DATA(self, server, session, envelope):
+        await self._stall("DATA")
+        self._note(message=message_from_bytes(envelope.content, policy=policy.default))
+        if self._drop_after_accept:
+            server.transport.abort()
+            await asyncio.sleep(3600)  # cancelled by aiosmtpd as the connection goes
+        return ACCEPTED
+
+    async def handle_QUIT(self, server, session, envelope):
+        await self._stall("QUIT")
+        return "221 Bye"
+
+    async def _stall(self, command):
+        if self._held_at != command:
+            return
+        self.stalled.set()
+        try:
+            while self._held_at == command:
+                await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            self._note(aborted=1)
+            raise
+
+    def _note(self, message=None, aborted=0):
+        with self._changed:
+            if message is not None:
+                self.messages.append(message)
+            self.aborted += aborted
+            self._changed.notify_all()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.release()
+        self.stop()
+

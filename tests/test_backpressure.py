@@ -1,0 +1,111 @@
+from pathlib import Path
+
+from app.pipeline import queue
+from tests.helpers import submission_count, upload_api, upload_form
+
+ESSAY = b"An essay in a busy hour.\n"
+
+
+def fill_scan_queue(count):
+    for n in range(count):
+        queue("scan").enqueue("jobs.runner.run_step", 0, "scan", job_id=f"filler-{n}")
+
+
+def test_intake_answers_503_with_retry_after_when_the_backlog_is_full(app, client, auth, world):
+    app.config["INTAKE_MAX_BACKLOG"] = 3
+    headers = auth.token("alice@uni.test")
+    fill_scan_queue(4)
+    busy = upload_api(client, headers, world.essay.id, ESSAY, "essay.txt", key="spike-1")
+    assert busy.status_code == 503
+    assert int(busy.headers["Retry-After"]) > 0
+    assert busy.get_json()["error"]["code"] == "busy"
+    assert submission_count() == 0
+    assert not list((Path(app.config["STORAGE_DIR"]) / "incoming").glob("*"))
+
+    queue("scan").empty()
+    retried = upload_api(client, headers, world.essay.id, ESSAY, "essay.txt", key="spike-1")
+    assert retried.status_code == 202
+    assert submission_count() == 1
+
+
+def test_upload_page_tells_the_student_it_will_retry_when_busy(app, client, auth, world):
+    app.config["INTAKE_MAX_BACKLOG"] = 0
+    fill_scan_queue(1)
+    auth.login("alice@uni.test")
+    page = client.get(f"/assignments/{world.essay.id}").get_data(as_text=True)
+    assert "upload.js" in page
+    response = upload_form(client, world.essay.id, ESSAY, "essay.txt")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(app.config["INTAKE_RETRY_AFTER"])
+    assert "will be retried shortly" in response.get_data(as_text=True)
+    assert submission_count() == 0
+
+
+def test_intake_keeps_accepting_when_redis_is_down_and_queues_later(app, client, auth, world):
+    from app.extensions import get_redis
+    from jobs.maintenance import reconcile
+    from tests.conftest import run_jobs
+
+    headers = auth.token("alice@uni.test")
+    working_url = app.config["REDIS_URL"]
+    app.config["REDIS_URL"] = "redis://127.0.0.1:1/0"
+    app.extensions.pop("submissions_redis", None)
+    accepted = upload_api(client, headers, world.essay.id, ESSAY, "essay.txt")
+    assert accepted.status_code == 202
+    assert accepted.get_json()["steps"][0]["status"] == "queued"
+
+    app.config["REDIS_URL"] = working_url
+    app.extensions.pop("submissions_redis", None)
+    assert get_redis().llen(queue("scan").key) == 0
+    app.config["RECONCILE_GRACE_SECONDS"] = 0
+    assert reconcile()["requeued"] == 1
+    run_jobs()
+    body = client.get(accepted.headers["Location"], headers=headers).get_json()
+    assert body["status"] == "completed"
+
+
+def test_database_down_is_a_503_with_retry_after_not_a_500(app, redis_server, tmp_path):
+    from app import create_app
+
+    down = create_app({"SQLALCHEMY_DATABASE_URI": "postgresql://postgres@127.0.0.1:1/gone",
+                       "REDIS_URL": redis_server.url, "STORAGE_DIR": str(tmp_path / "s")})
+    client = down.test_client()
+    api = client.post("/api/v1/assignments/1/submissions", headers={
+        "Authorization": "Bearer some-token"}, data={}, content_type="multipart/form-data")
+    assert api.status_code == 503
+    assert api.headers["Retry-After"]
+    assert api.get_json()["error"]["code"] == "unavailable"
+    page = client.get("/login")
+    assert page.status_code == 200  # the login form needs no database
+    with client.session_transaction() as session:
+        session["_user_id"] = "1"
+    home = client.get("/")
+    assert home.status_code == 503
+    assert "Briefly unavailable" in home.get_data(as_text=True)
+    assert not list((tmp_path / "s").glob("incoming/*"))
+
+
+def test_one_student_flooding_intake_is_rate_limited(app, client, auth, world):
+    app.config["INTAKE_RATE_LIMIT"] = (3, 60)
+    alice = auth.token("alice@uni.test")
+    answers = [upload_api(client, alice, world.essay.id, ESSAY, "essay.txt").status_code
+               for _ in range(5)]
+    assert answers == [202, 202, 202, 429, 429]
+    limited = upload_api(client, alice, world.essay.id, ESSAY, "essay.txt")
+    assert 0 < int(limited.headers["Retry-After"]) <= 61
+    assert "Too many uploads" in limited.get_json()["error"]["message"]
+    bob = auth.token("bob@uni.test")
+    assert upload_api(client, bob, world.essay.id, ESSAY, "essay.txt").status_code == 202
+
+
+def test_repeated_wrong_passwords_are_rate_limited(app, client, auth, world):
+    app.config["LOGIN_RATE_LIMIT"] = (3, 300)
+    answers = [auth.login("alice@uni.test", "guess").status_code for _ in range(3)]
+    assert answers == [401, 401, 401]
+    blocked = auth.login("alice@uni.test")
+    assert blocked.status_code == 429
+    assert "Too many login attempts" in blocked.get_data(as_text=True)
+    token = client.post("/api/v1/tokens", json={"email": "alice@uni.test",
+                                                "password": "correct horse battery"})
+    assert token.status_code == 429
+    assert auth.login("bob@uni.test").status_code == 302

@@ -1,0 +1,163 @@
+import http.server
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from app.extensions import db, get_redis
+from app.models import Submission
+from app.pipeline import queue
+from jobs.maintenance import reconcile, schedule_periodic, scheduler_for
+from tests.conftest import ROOT, process_env, run_jobs
+from tests.helpers import kill_tree, trail, upload_api
+
+ESSAY = b"Reconciled essay.\n"
+
+
+@pytest.fixture
+def now_is_late(app):
+    app.config["RECONCILE_GRACE_SECONDS"] = 0
+
+
+def status(submission_id):
+    db.session.remove()
+    return db.session.get(Submission, submission_id)
+
+
+def upload(client, auth, world, n=1):
+    headers = auth.token("alice@uni.test")
+    return [upload_api(client, headers, world.essay.id, ESSAY + bytes([65 + i]), "e.txt")
+            .get_json()["id"] for i in range(n)]
+
+
+def test_redis_flushed_mid_run_every_submission_still_completes(app, client, auth, world,
+                                                                now_is_late):
+    ids = upload(client, auth, world, 3)
+    from rq import SimpleWorker
+
+    SimpleWorker([queue("scan")], connection=get_redis()).work(burst=True)
+    get_redis().flushdb()
+    summary = reconcile()
+    assert summary["requeued"] == 3  # each store step was queued in the lost Redis
+    run_jobs()
+    for submission_id in ids:
+        submission = status(submission_id)
+        assert submission.status == "completed"
+        steps = [(name, state) for kind, name, state in trail(submission_id) if kind == "step"]
+        assert steps.count(("store", "succeeded")) == 1
+        assert trail(submission_id)[-1] == ("submission", "", "completed")
+
+
+def test_reconcile_leaves_live_jobs_alone_and_is_safe_to_repeat(app, client, auth, world,
+                                                                  now_is_late):
+    upload(client, auth, world, 2)
+    assert reconcile()["requeued"] == 0  # both scan jobs are waiting in Redis
+    assert queue("scan").count == 2
+    run_jobs()
+    assert reconcile() == {"checked": 0, "requeued": 0, "enqueued": 0, "completed": 0,
+                           "releases_restored": 0}
+
+
+def test_recently_queued_step_is_given_time_to_reach_redis(app, client, auth, world):
+    app.config["RECONCILE_GRACE_SECONDS"] = 60
+    [submission_id] = upload(client, auth, world)
+    get_redis().flushdb()
+    assert reconcile()["requeued"] == 0
+    app.config["RECONCILE_GRACE_SECONDS"] = 0
+    assert reconcile()["requeued"] == 1
+    run_jobs()
+    assert status(submission_id).status == "completed"
+
+
+def test_reconcilers_racing_requeue_each_lost_step_once(app, client, auth, world):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from app.models import StepRun, utcnow
+
+    ids = upload(client, auth, world, 4)
+    # Queued an hour ago and lost since: past the grace any reconciler gives a fresh step.
+    db.session.execute(update(StepRun).where(StepRun.status == "queued")
+                       .values(queued_at=utcnow() - timedelta(hours=1)))
+    db.session.commit()
+    get_redis().flushdb()
+    script = ("from app import create_app\nfrom jobs.maintenance import reconcile\n"
+              "app = create_app()\n"
+              "with app.app_context(): print(reconcile()['requeued'])\n")
+    racers = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=process_env(app),
+                               stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    requeued = sum(int(r.communicate(timeout=60)[0].strip().splitlines()[-1]) for r in racers)
+    assert requeued == 4
+    assert queue("scan").count == 4
+    run_jobs()
+    assert all(status(i).status == "completed" for i in ids)
+
+
+def test_scheduler_puts_its_periodic_jobs_back_after_a_flush(app):
+    scheduler = scheduler_for()
+    schedule_periodic(scheduler)
+    assert "periodic-reconcile" in scheduler
+    get_redis().flushdb()
+    assert "periodic-reconcile" not in scheduler
+    scheduler.enqueue_jobs()
+    assert "periodic-reconcile" in scheduler
+    assert queue("maintenance").count >= 1  # and it is due now
+
+
+class StallingRecords(http.server.BaseHTTPRequestHandler):
+    """A student-records endpoint that hangs until told to answer."""
+
+    release = threading.Event()
+    arrived = threading.Event()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        StallingRecords.arrived.set()
+        StallingRecords.release.wait(30)
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"id": "rec-1"}')
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_step_is_noticed_from_heartbeats_and_the_step_rerun(
+        app, client, auth, world, now_is_late):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StallingRecords)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    StallingRecords.release.clear()
+    StallingRecords.arrived.clear()
+    url = f"http://127.0.0.1:{server.server_port}/records"
+    app.config.update(ADMIN_SYNC_URL=url, ADMIN_SYNC_SECRET="s3cret",
+                      WORKER_DEAD_AFTER_SECONDS=3)
+    env = process_env(app, ADMIN_SYNC_URL=url, ADMIN_SYNC_SECRET="s3cret")
+    worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        [submission_id] = upload(client, auth, world)
+        assert StallingRecords.arrived.wait(60), "the worker never reached the records step"
+        kill_tree(worker.pid)
+        worker.wait(10)
+        assert reconcile()["requeued"] == 0  # its heartbeat is still fresh
+        time.sleep(4)
+        assert reconcile()["requeued"] == 1
+        StallingRecords.release.set()
+        run_jobs()
+    finally:
+        StallingRecords.release.set()
+        if worker.poll() is None:
+            worker.kill()
+        server.shutdown()
+        server.server_close()
+    submission = status(submission_id)
+    assert submission.status == "completed"
+    assert submission.step("admin_sync").status == "succeeded"
+    states = [s for _, name, s in trail(submission_id) if name == "admin_sync"]
+    assert states.count("running") == 2 and states[-1] == "succeeded"
