@@ -5,6 +5,9 @@ from app.services import admin_sync
 
 
 def perform(submission, step_run):
-    if not current_app.config["ADMIN_SYNC_URL"]:
+    config = current_app.config
+    if not config["ADMIN_SYNC_URL"]:
         raise StepSkipped("Not sent: no student-records system is configured (ADMIN_SYNC_URL)")
-    return admin_sync.sync_submission(submission, current_app.config)
+    if not config["ADMIN_SYNC_SECRET"]:
+        raise StepSkipped("Not sent: ADMIN_SYNC_SECRET is not set, so the record cannot be signed")
+    return admin_sync.sync_submission(submission, config)

@@ -1,7 +1,11 @@
 from flask import current_app
 
-from app.services import similarity
+from app.extensions import get_redis
+from app.services import similarity, turnitin
 
 
 def perform(submission, step_run):
-    return similarity.check(submission, current_app.config)
+    config = current_app.config
+    if config["TURNITIN_URL"]:
+        return turnitin.check(submission, config, get_redis())
+    return similarity.check(submission)

@@ -7,15 +7,12 @@ from app.services.storage import storage_for
 
 
 def perform(submission, step_run):
-    storage = storage_for(current_app)
-    kept = storage.object_path(submission.sha256)
-    if submission.incoming_path and Path(submission.incoming_path).exists():
-        kept = storage.store(submission.incoming_path, submission.sha256)
-    elif not kept.exists():
-        raise FileNotFoundError("the received file is missing from incoming and from storage")
+    kept = storage_for(current_app).store(submission.incoming_path, submission.sha256)
+    # The kept copy is verified and durable before the received one goes; a crash in between
+    # leaves at worst a stale incoming path that the next run recognises as already stored.
+    if submission.incoming_path:
+        Path(submission.incoming_path).unlink(missing_ok=True)
     submission.stored_path = str(kept)
-    incoming, submission.incoming_path = submission.incoming_path, None
+    submission.incoming_path = None
     db.session.commit()
-    if incoming:
-        Path(incoming).unlink(missing_ok=True)
-    return "Stored safely; checksum verified"
+    return f"Stored safely; SHA-256 {submission.sha256[:12]}… verified"

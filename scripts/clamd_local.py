@@ -1,14 +1,19 @@
 """Start a private clamd with the project's own signature database (no download needed)."""
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNATURES = ROOT / "clamav" / "signatures"
 CONFIG_TEMPLATE = ROOT / "clamav" / "clamd.conf.in"
+# A unix socket path longer than this (108 bytes with its NUL on Linux) cannot be bound.
+MAX_SOCKET_PATH = 100
 
 
 def clamd_binary():
@@ -18,10 +23,17 @@ def clamd_binary():
     )
 
 
+def socket_path(workdir):
+    sock = Path(workdir) / "clamd.sock"
+    if len(os.fsencode(sock)) > MAX_SOCKET_PATH:
+        return Path(tempfile.mkdtemp(prefix="clamd-")) / "clamd.sock"
+    return sock
+
+
 def write_config(workdir, tcp_port=None):
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    sock = workdir / "clamd.sock"
+    sock = socket_path(workdir)
     text = CONFIG_TEMPLATE.read_text().format(
         socket=sock, signatures=SIGNATURES, workdir=workdir,
     )
@@ -43,21 +55,46 @@ def ping(sock_path, timeout=1.0):
         return False
 
 
+def _diagnostics(workdir):
+    parts = []
+    for name in ("clamd.stderr", "clamd.log"):
+        path = Path(workdir) / name
+        if path.exists() and path.stat().st_size:
+            parts.append(f"{name}:\n{path.read_text(errors='replace')[-2000:]}")
+    return "\n".join(parts) or "no output"
+
+
 def start(workdir, tcp_port=None, seconds=60):
     """Start clamd in the foreground of a child process; returns (process, socket path)."""
     config, sock = write_config(workdir, tcp_port)
-    sock.unlink(missing_ok=True)
-    process = subprocess.Popen(
-        [clamd_binary(), "--foreground", f"--config-file={config}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    if ping(sock):
+        raise RuntimeError(f"a clamd already answers at {sock}; stop it first")
+    stderr_path = Path(workdir) / "clamd.stderr"
+    with open(stderr_path, "wb") as stderr:
+        # Its own session, so stop() (or Ctrl-C handling in dev.py) reaches clamd alone.
+        process = subprocess.Popen(
+            [clamd_binary(), "--foreground", f"--config-file={config}"],
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )
     deadline = time.monotonic() + seconds
     while not ping(sock):
         if process.poll() is not None:
-            log = (Path(workdir) / "clamd.log")
-            raise RuntimeError(f"clamd exited: {log.read_text()[-2000:] if log.exists() else ''}")
+            raise RuntimeError(
+                f"clamd exited with status {process.returncode}\n{_diagnostics(workdir)}"
+            )
         if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("clamd did not answer in time")
-        time.sleep(0.1)
+            stop(process)
+            raise RuntimeError(f"clamd did not answer within {seconds} s\n{_diagnostics(workdir)}")
+        time.sleep(0.05)
     return process, sock
+
+
+def stop(process, seconds=10):
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(seconds)

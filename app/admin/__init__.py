@@ -1,2 +1,22 @@
+from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
+
+
 def init_app(app):
-    """Flask-Admin views are registered here."""
+    from app.admin.flash import FlashComposeView
+    from app.admin.operations import DashboardView, QueuesView
+    from app.admin.records import model_views
+
+    # A fresh Admin and fresh views per app: create_app runs many times in the tests.
+    admin = Admin(
+        app, name="Submissions admin",
+        theme=Bootstrap4Theme(base_template="admin/site.html", fluid=True),
+        index_view=DashboardView(name="Dashboard"),
+    )
+    admin.add_views(
+        *model_views(),
+        QueuesView(name="Queues", endpoint="admin_queues", url="queues"),
+        FlashComposeView(name="Send a flash message", endpoint="admin_flash_compose",
+                         url="send-flash", category="Messages"),
+    )
+    return admin

@@ -1,3 +1,15 @@
-"""API routes for flash messages (acknowledgement)."""
+"""The browser's acknowledgement that a flash message has been on screen."""
 
-from app.api import bp  # noqa: F401
+from flask import jsonify
+
+from app.api import ApiError, bp
+from app.api.routes import iso, require_user
+from app.flash import acknowledge
+
+
+@bp.post("/flash/<int:message_id>/ack")
+def acknowledge_flash(message_id):
+    message = acknowledge(require_user(), message_id)
+    if message is None:
+        raise ApiError(404, "not_found", "No such message.")
+    return jsonify({"id": message.id, "acked_at": iso(message.acked_at)})

@@ -20,6 +20,13 @@ def _ref(name):
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+RELEASE = {"type": "object", "properties": {
+    "assignment_id": {"type": "integer"},
+    "state": {"type": "string", "enum": ["unscheduled", "scheduled", "releasing", "released"]},
+    "release_at": {"type": "string", "format": "date-time", "nullable": True},
+    "released_at": {"type": "string", "format": "date-time", "nullable": True},
+}}
+
 ID_PARAM = {"in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 
 DOCUMENT = {
@@ -147,12 +154,66 @@ DOCUMENT = {
                 },
             }
         },
+        "/flash/{flash_id}/ack": {
+            "post": {
+                "summary": "Acknowledge that a flash message has been shown (idempotent)",
+                "parameters": [{**ID_PARAM, "name": "flash_id"}],
+                "responses": {
+                    "200": _json({"type": "object", "required": ["id", "acked_at"],
+                                  "properties": {
+                                      "id": {"type": "integer"},
+                                      "acked_at": {"type": "string", "format": "date-time"}}}),
+                    **_error_responses(400, 401, 404),
+                },
+            }
+        },
         "/submissions/{submission_id}": {
             "get": {
                 "summary": "A submission with its processing steps",
                 "parameters": [{**ID_PARAM, "name": "submission_id"}],
                 "responses": {"200": _json(_ref("Submission")), **_error_responses(401, 404)},
             }
+        },
+        "/submissions/{submission_id}/grade": {
+            "put": {
+                "summary": "Save a mark (staff of the course); students see it once released",
+                "parameters": [{**ID_PARAM, "name": "submission_id"}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["score"],
+                    "properties": {"score": {"type": "number", "minimum": 0},
+                                   "feedback": {"type": "string", "maxLength": 10000}},
+                }}}},
+                "responses": {
+                    "200": _json({"type": "object", "properties": {
+                        "submission_id": {"type": "integer"}, "score": {"type": "number"},
+                        "max_score": {"type": "integer"}, "feedback": {"type": "string"},
+                        "marker": {"type": "string", "nullable": True},
+                        "updated_at": {"type": "string", "format": "date-time"},
+                        "released": {"type": "boolean"}}}),
+                    **_error_responses(400, 401, 404, 409),
+                },
+            }
+        },
+        "/assignments/{assignment_id}/release": {
+            "post": {
+                "summary": "Release grades now, or schedule the release for `at` (staff)",
+                "parameters": [{**ID_PARAM, "name": "assignment_id"}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object",
+                    "properties": {"at": {"type": "string", "format": "date-time",
+                                          "description": "With a UTC offset; omit for now"}},
+                }}}},
+                "responses": {
+                    "200": _json(RELEASE, "Already released; nobody is told twice"),
+                    "202": _json(RELEASE, "Release queued or scheduled"),
+                    **_error_responses(400, 401, 404, 409),
+                },
+            },
+            "delete": {
+                "summary": "Cancel a scheduled release (staff)",
+                "parameters": [{**ID_PARAM, "name": "assignment_id"}],
+                "responses": {"200": _json(RELEASE), **_error_responses(401, 404, 409)},
+            },
         },
     },
 }

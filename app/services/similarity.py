@@ -1,5 +1,11 @@
-"""Plagiarism check: the Turnitin client when TURNITIN_URL is set, otherwise a built-in
-comparison of this submission's text with the other submissions of the same assignment."""
+"""The built-in similarity check, used when no Turnitin is configured: how much of this
+submission's text also appears in the other students' submissions of the same assignment.
+
+Text is cut into overlapping runs of five words ("shingles"). The score is the percentage of
+this submission's shingles found in any other submission; each match gives the percentage
+found in that one submission. Work is bounded: at most MAX_TEXT characters are read from a
+file and the MAX_COMPARED most recent other submissions are compared.
+"""
 
 import hashlib
 import re
@@ -11,19 +17,25 @@ from app.models import Submission
 from app.pipeline import StepSkipped
 
 SHINGLE_WORDS = 5
-MAX_TEXT = 2_000_000
+MAX_TEXT = 500_000
+MAX_PDF_PAGES = 200
+MAX_COMPARED = 300
 TOP_MATCHES = 3
+# Documents stored inside office files (docx, odt), and the most we unpack of one.
+OFFICE_TEXT_MEMBERS = ("word/document.xml", "content.xml")
+MAX_OFFICE_XML = MAX_TEXT * 10
 
 
 def extract_text(path, content_type, filename):
     if not path or not Path(path).exists():
         return ""
     if content_type.startswith("text/"):
-        return Path(path).read_bytes()[:MAX_TEXT].decode("utf-8", errors="replace")
+        with open(path, "rb") as fh:
+            return fh.read(MAX_TEXT).decode("utf-8", errors="replace")
     if content_type == "application/pdf":
         return _pdf_text(path)
     if filename.lower().endswith((".docx", ".odt")):
-        return _zipped_xml_text(path, ("word/document.xml", "content.xml"))
+        return _office_text(path)
     return ""
 
 
@@ -35,70 +47,95 @@ def _pdf_text(path):
     except pypdfium2.PdfiumError:
         return ""
     try:
-        texts = []
-        for index in range(min(len(pdf), 200)):
-            page = pdf[index]
-            texts.append(page.get_textpage().get_text_range())
-            if sum(map(len, texts)) > MAX_TEXT:
+        texts, length = [], 0
+        for index in range(min(len(pdf), MAX_PDF_PAGES)):
+            text = pdf[index].get_textpage().get_text_range()
+            texts.append(text)
+            length += len(text)
+            if length > MAX_TEXT:
                 break
         return "\n".join(texts)[:MAX_TEXT]
     finally:
         pdf.close()
 
 
-def _zipped_xml_text(path, members):
+def _office_text(path):
     try:
         with zipfile.ZipFile(path) as archive:
-            for member in members:
-                if member in archive.namelist():
-                    info = archive.getinfo(member)
-                    if info.file_size > MAX_TEXT * 5:
-                        return ""
-                    xml = archive.read(member).decode("utf-8", errors="replace")
-                    return re.sub(r"<[^>]+>", " ", xml)[:MAX_TEXT]
+            names = set(archive.namelist())
+            member = next((m for m in OFFICE_TEXT_MEMBERS if m in names), None)
+            if member is None or archive.getinfo(member).file_size > MAX_OFFICE_XML:
+                return ""
+            xml = archive.read(member).decode("utf-8", errors="replace")
     except (zipfile.BadZipFile, OSError):
         return ""
-    return ""
+    return re.sub(r"<[^>]+>", " ", xml)[:MAX_TEXT]
+
+
+def words(text):
+    return re.findall(r"\w+", text.lower())
 
 
 def shingles(text):
-    words = re.findall(r"\w+", text.lower())
-    if len(words) < SHINGLE_WORDS:
-        return set()
+    found = words(text)
     return {
-        hashlib.blake2b(" ".join(words[i:i + SHINGLE_WORDS]).encode(), digest_size=8).hexdigest()
-        for i in range(len(words) - SHINGLE_WORDS + 1)
+        hashlib.blake2b(" ".join(found[i:i + SHINGLE_WORDS]).encode(), digest_size=8).digest()
+        for i in range(len(found) - SHINGLE_WORDS + 1)
     }
 
 
-def builtin_check(submission):
-    mine = shingles(extract_text(submission.stored_path, submission.content_type,
-                                 submission.filename))
-    if not mine:
-        raise StepSkipped("Not checked: no text could be read from this file type")
-    others = db.session.execute(
-        db.select(Submission).where(
+def submission_text(submission):
+    return extract_text(submission.stored_path, submission.content_type, submission.filename)
+
+
+def other_submissions(submission):
+    return db.session.execute(
+        db.select(Submission)
+        .where(
             Submission.assignment_id == submission.assignment_id,
             Submission.student_id != submission.student_id,
             Submission.stored_path.is_not(None),
             Submission.status != "rejected",
         )
+        .order_by(Submission.received_at.desc())
+        .limit(MAX_COMPARED)
     ).scalars().all()
+
+
+def compare(submission):
+    """(score, report) for the submission, or StepSkipped when it has no text to compare."""
+    text = submission_text(submission)
+    if not text.strip():
+        raise StepSkipped(f"Not checked: no text could be read from {submission.filename}")
+    mine = shingles(text)
+    if not mine:
+        raise StepSkipped(
+            f"Not checked: too little text to compare (fewer than {SHINGLE_WORDS} words)"
+        )
+    others = other_submissions(submission)
+    found_elsewhere = set()
     matches = []
     for other in others:
-        theirs = shingles(extract_text(other.stored_path, other.content_type, other.filename))
-        if theirs:
-            overlap = len(mine & theirs) / len(mine)
-            matches.append({"submission_id": other.id, "percent": round(100 * overlap)})
-    matches.sort(key=lambda m: m["percent"], reverse=True)
-    top = [m for m in matches[:TOP_MATCHES] if m["percent"] > 0]
-    score = top[0]["percent"] if top else 0
-    return score, {"source": "built-in", "compared_with": len(others), "matches": top}
+        shared = mine & shingles(submission_text(other))
+        if shared:
+            found_elsewhere |= shared
+            matches.append({"submission_id": other.id, "filename": other.filename,
+                            "percent": round(100 * len(shared) / len(mine))})
+    matches.sort(key=lambda match: match["percent"], reverse=True)
+    score = round(100 * len(found_elsewhere) / len(mine))
+    return score, {"source": "built-in", "overall": score, "compared_with": len(others),
+                   "matches": matches[:TOP_MATCHES]}
 
 
-def check(submission, config):
-    score, report = builtin_check(submission)
+def check(submission):
+    score, report = compare(submission)
     submission.similarity = score
     submission.similarity_report = report
     db.session.commit()
-    return f"Similarity {score}% (compared with {report['compared_with']} other submissions)"
+    compared = report["compared_with"]
+    detail = f"Similarity {score}% (compared with {compared} other submission"
+    detail += ")" if compared == 1 else "s)"
+    if report["matches"]:
+        top = report["matches"][0]
+        detail += f"; closest: submission #{top['submission_id']} ({top['percent']}%)"
+    return detail

@@ -14,6 +14,10 @@ class TooLarge(Exception):
     pass
 
 
+class ChecksumMismatch(Exception):
+    pass
+
+
 class Storage:
     def __init__(self, root):
         self.root = Path(root)
@@ -53,26 +57,49 @@ class Storage:
         return self.root / "objects" / sha256[:2] / sha256[2:4] / sha256
 
     def store(self, source, sha256):
-        """Copy into the content-addressed area, verify the hash, and return the kept path."""
+        """Put a received file into the content-addressed area and return the kept path.
+
+        A kept copy that already verifies is reused, so a re-run after a crash at any point
+        (or a second submission of the same bytes) settles on the same verified object."""
         target = self.object_path(sha256)
         if target.exists() and file_sha256(target) == sha256:
             return target
+        if not source or not Path(source).exists():
+            raise FileNotFoundError(
+                f"the received file is gone and no verified copy of {sha256} is stored"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.part")
         try:
-            shutil.copyfile(source, partial)
-            with open(partial, "rb+") as fh:
+            try:
+                # Same disk: a hard link moves no bytes; another disk: copy.
+                os.link(source, partial)
+            except OSError:
+                shutil.copyfile(source, partial)
+            with open(partial, "rb") as fh:
                 os.fsync(fh.fileno())
-            if file_sha256(partial) != sha256:
-                raise OSError(f"stored copy of {source} does not match its SHA-256")
+            found = file_sha256(partial)
+            if found != sha256:
+                raise ChecksumMismatch(
+                    f"the received file's SHA-256 is {found}, not the {sha256} recorded at upload"
+                )
+            os.chmod(partial, 0o444)
             os.replace(partial, target)
+            _fsync_dir(target.parent)
         finally:
             partial.unlink(missing_ok=True)
         return target
 
+    def quarantine_path(self, source, submission_id):
+        name = Path(source).name
+        prefix = f"{submission_id}-"
+        return self.root / "quarantine" / (name if name.startswith(prefix) else prefix + name)
+
     def quarantine(self, source, submission_id):
-        target = self.area("quarantine") / f"{submission_id}-{Path(source).name}"
-        if Path(source).exists():
+        """Move an infected file out of reach; moving it again is a no-op."""
+        target = self.quarantine_path(source, submission_id)
+        if Path(source) != target and Path(source).exists():
+            self.area("quarantine")
             os.replace(source, target)
         return target
 
@@ -81,6 +108,15 @@ class Storage:
 
     def free_bytes(self):
         return shutil.disk_usage(self.area("incoming")).free
+
+
+def _fsync_dir(path):
+    # The rename is only durable once the directory entry is on disk.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def file_sha256(path):

@@ -1,0 +1,82 @@
+"""Who may follow which live-event topic, and what of an event each follower may see."""
+
+import re
+from dataclasses import dataclass
+
+from app.extensions import db
+from app.models import Assignment, Submission
+
+ADMIN_DASHBOARD = "admin.dashboard"
+# Redis patterns covering every topic form below; the hub subscribes to exactly these.
+TOPIC_PATTERNS = ("user.*", "submission.*", "assignment.*", "admin.*")
+_NUMBERED_TOPIC = re.compile(r"(user|submission|assignment)\.([1-9][0-9]{0,17})")
+# Marks before release travel here, for the course's staff only (app/grades/marking.py).
+_ASSIGNMENT_STAFF_TOPIC = re.compile(r"assignment\.([1-9][0-9]{0,17})\.staff")
+
+
+class UnknownTopic(ValueError):
+    """Not a topic form we publish; the message is the topic as given."""
+
+
+def parse_topic(topic):
+    if topic == ADMIN_DASHBOARD:
+        return "admin", None
+    match = _NUMBERED_TOPIC.fullmatch(topic)
+    if match is not None:
+        return match.group(1), int(match.group(2))
+    match = _ASSIGNMENT_STAFF_TOPIC.fullmatch(topic)
+    if match is not None:
+        return "assignment_staff", int(match.group(1))
+    raise UnknownTopic(topic)
+
+
+def may_follow(user, topic):
+    kind, number = parse_topic(topic)
+    if user.is_admin:
+        return True
+    if kind == "user":
+        return number == user.id
+    if kind == "submission":
+        submission = db.session.get(Submission, number)
+        return submission is not None and submission.visible_to(user)
+    if kind in ("assignment", "assignment_staff"):
+        assignment = db.session.get(Assignment, number)
+        if assignment is None:
+            return False
+        if kind == "assignment_staff":
+            return user.is_staff_of(assignment.course_id)
+        return user.course_role(assignment.course_id) is not None
+    return False
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """What a stream needs to know about its user once the database session is gone."""
+
+    user_id: int
+    is_admin: bool
+    staff_course_ids: frozenset
+
+    @classmethod
+    def of(cls, user):
+        return cls(
+            user_id=user.id,
+            is_admin=user.is_admin,
+            staff_course_ids=frozenset(
+                e.course_id for e in user.enrollments if e.role == "staff"
+            ),
+        )
+
+
+def shaped_for(viewer, type, data, course_of_submission):
+    """The event as this viewer may see it: a step's raw error is for the course's staff only.
+
+    course_of_submission(submission_id) is asked only when the viewer is staff somewhere."""
+    if type != "step" or not isinstance(data, dict) or "error" not in data:
+        return data
+    if viewer.is_admin or (
+        viewer.staff_course_ids
+        and course_of_submission(data.get("submission_id")) in viewer.staff_course_ids
+    ):
+        return data
+    return {key: value for key, value in data.items() if key != "error"}

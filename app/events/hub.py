@@ -1,0 +1,372 @@
+"""One Redis pub/sub subscription per web process, fanned out to that process's event streams.
+
+The hub hands events to streams in id order. Ids are allocated when an event is inserted, but
+transactions commit (and publish) in any order, so an id that arrives ahead of a missing lower
+one is held until the lower one arrives or, after SSE_GAP_WAIT_SECONDS, is looked up in the
+database (committed but never published) or given up (rolled back, or still uncommitted).
+A stream that has sent id N has therefore sent everything up to N on its topics, and a
+reconnect that replays "after N" from the database misses nothing. An id given up on that
+turns up later is still delivered, marked late.
+"""
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from queue import Full, Queue
+
+from flask import current_app
+from flask_sse import Message
+from redis import Redis
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from app.events.access import TOPIC_PATTERNS, shaped_for
+from app.extensions import db, get_redis
+from app.models import Assignment, Event, EventTopic, Submission
+
+log = logging.getLogger(__name__)
+
+METRICS_KEY = "metrics:open_streams"
+METRICS_SEEN_KEY = "metrics:open_streams:seen"
+# A process that has not reported for this long is gone (it reports every heartbeat).
+METRICS_STALE_SECONDS = 60
+DEFAULT_HEARTBEAT_SECONDS = 15
+DEFAULT_GAP_WAIT_SECONDS = 2.0
+STREAM_QUEUE_LIMIT = 1000
+BATCH = 200
+ABANDONED_LIMIT = 10_000
+COURSE_CACHE_LIMIT = 10_000
+_EXTENSION = "submissions_event_hub"
+_starting = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int | None
+    type: str | None
+    data: object
+    late: bool = False
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    type: str
+    data: dict
+    topics: list
+
+
+class Subscription:
+    """One open stream: its topics, its viewer, and the queue the hub fills for it."""
+
+    def __init__(self, topics, viewer):
+        self.topics = frozenset(topics)
+        self.viewer = viewer
+        self.queue = Queue(maxsize=STREAM_QUEUE_LIMIT)
+        self.closed = False
+        self.replay_upto = 0
+        self.opened_at = time.monotonic()
+        self.sent = 0
+
+    def offer(self, delivery):
+        try:
+            self.queue.put_nowait(delivery)
+        except Full:
+            # A stream this far behind ends; its browser reconnects and replays from the database.
+            self.closed = True
+
+    def close(self):
+        self.closed = True
+        try:
+            self.queue.put_nowait(None)
+        except Full:
+            pass
+
+
+@dataclass
+class _Held:
+    type: str | None
+    data: object
+    topics: set
+    since: float = field(default_factory=time.monotonic)
+
+
+class Hub:
+    def __init__(self, app):
+        self.app = app
+        self.pid = os.getpid()
+        self.process = f"{socket.gethostname()}:{self.pid}"
+        self.heartbeat_seconds = float(
+            app.config.get("SSE_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS))
+        self.gap_wait_seconds = float(
+            app.config.get("SSE_GAP_WAIT_SECONDS", DEFAULT_GAP_WAIT_SECONDS))
+        # Its own client: one pub/sub connection plus one for metrics, whatever the stream count.
+        self.redis = Redis.from_url(
+            app.config["REDIS_URL"], client_name=f"sse-hub:{self.process}",
+            socket_connect_timeout=2, socket_timeout=10, health_check_interval=15,
+        )
+        self._lock = threading.Lock()
+        self._followers = {}
+        self._streams = set()
+        self._held = {}
+        self._released = 0
+        self._abandoned = OrderedDict()
+        self._courses = {}
+        self._stopping = threading.Event()
+        self._thread = None
+
+    @property
+    def open_streams(self):
+        return len(self._streams)
+
+    def start(self):
+        self._released = newest_event_id()
+        self._thread = threading.Thread(target=self._run, name="sse-hub", daemon=True)
+        self._thread.start()
+        log.info("event=hub_started process=%s released=%s", self.process, self._released)
+
+    def stop(self):
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._lock:
+            streams = list(self._streams)
+        for subscription in streams:
+            subscription.close()
+        try:
+            self.redis.hdel(METRICS_KEY, self.process)
+            self.redis.hdel(METRICS_SEEN_KEY, self.process)
+        finally:
+            self.redis.close()
+
+    def subscribe(self, topics, viewer):
+        subscription = Subscription(topics, viewer)
+        with self._lock:
+            subscription.replay_upto = self._released
+            for topic in subscription.topics:
+                self._followers.setdefault(topic, set()).add(subscription)
+            self._streams.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription):
+        with self._lock:
+            self._streams.discard(subscription)
+            for topic in subscription.topics:
+                followers = self._followers.get(topic)
+                if followers is not None:
+                    followers.discard(subscription)
+                    if not followers:
+                        del self._followers[topic]
+
+    def replay(self, topics, after, upto):
+        """Stored events on these topics with after < id <= upto, oldest first."""
+        while after < upto:
+            with self.app.app_context():
+                batch = stored_events(after, upto=upto, topics=topics, limit=BATCH)
+            for event in batch:
+                yield Delivery(event.id, event.type, event.data)
+            if len(batch) < BATCH:
+                return
+            after = batch[-1].id
+
+    def frame(self, subscription, delivery):
+        """The event as this stream's viewer may see it, in flask-sse's wire format."""
+        data = shaped_for(subscription.viewer, delivery.type, delivery.data,
+                          self.course_of_submission)
+        subscription.sent += 1
+        return str(Message(data, type=delivery.type, id=delivery.id))
+
+    def course_of_submission(self, submission_id):
+        if submission_id not in self._courses:
+            if len(self._courses) > COURSE_CACHE_LIMIT:
+                self._courses.clear()
+            with self.app.app_context():
+                self._courses[submission_id] = db.session.scalar(
+                    select(Assignment.course_id)
+                    .join(Submission, Submission.assignment_id == Assignment.id)
+                    .where(Submission.id == submission_id)
+                )
+        return self._courses[submission_id]
+
+    def _run(self):
+        delay = 0.5
+        while not self._stopping.is_set():
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.psubscribe(*TOPIC_PATTERNS)
+                self._catch_up()
+                delay = 0.5
+                self._listen(pubsub)
+            except Exception as exc:  # Redis or the database away: wait, resubscribe, catch up
+                log.warning("event=hub_interrupted process=%s error=%r", self.process, exc)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 10)
+            finally:
+                pubsub.close()
+
+    def _listen(self, pubsub):
+        tick = min(0.25, self.gap_wait_seconds / 4)
+        reported, report_due = None, 0.0
+        while not self._stopping.is_set():
+            message = pubsub.get_message(timeout=tick)
+            if message is not None and message["type"] == "pmessage":
+                self._receive(message["channel"].decode(), message["data"])
+            self._resolve_gap()
+            now = time.monotonic()
+            if self.open_streams != reported or now >= report_due:
+                reported = self.open_streams
+                self._report(reported)
+                report_due = now + self.heartbeat_seconds
+
+    def _catch_up(self):
+        """Deliver what was committed while this hub was not subscribed (start-up, Redis away)."""
+        with self._lock:
+            after = self._released
+        while True:
+            with self.app.app_context():
+                batch = stored_events(after, limit=BATCH)
+            for event in batch:
+                self._arrived(event.id, event.type, event.data, event.topics)
+            if len(batch) < BATCH:
+                return
+            after = batch[-1].id
+
+    def _receive(self, topic, raw):
+        try:
+            message = json.loads(raw)
+            event_id, type, data = message.get("id"), message.get("type"), message["data"]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.warning("event=hub_unreadable_message topic=%s", topic)
+            return
+        self._arrived(event_id if isinstance(event_id, int) else None, type, data, [topic])
+
+    def _arrived(self, event_id, type, data, topics):
+        with self._lock:
+            if event_id is None or event_id <= self._released:
+                delivery = Delivery(event_id, type, data, late=event_id in self._abandoned)
+                for topic in topics:
+                    self._deliver(topic, delivery)
+                return
+            held = self._held.setdefault(event_id, _Held(type, data, set()))
+            held.topics.update(topics)
+            self._release_ready()
+
+    def _release_ready(self):
+        while self._released + 1 in self._held:
+            self._released += 1
+            self._release(self._released, self._held.pop(self._released))
+
+    def _release(self, event_id, held):
+        delivery = Delivery(event_id, held.type, held.data)
+        for topic in held.topics:
+            self._deliver(topic, delivery)
+
+    def _deliver(self, topic, delivery):
+        for subscription in self._followers.get(topic, ()):
+            subscription.offer(delivery)
+
+    def _resolve_gap(self):
+        with self._lock:
+            if not self._held:
+                return
+            lowest = min(self._held)
+            if time.monotonic() - self._held[lowest].since < self.gap_wait_seconds:
+                return
+            after = self._released
+        try:
+            with self.app.app_context():
+                found = stored_events(after, upto=lowest - 1)
+        except Exception as exc:  # database away: give the gap up rather than stall every stream
+            log.warning("event=hub_gap_lookup_failed after=%s error=%r", after, exc)
+            found = []
+        with self._lock:
+            for event in found:
+                held = self._held.setdefault(event.id, _Held(event.type, event.data, set()))
+                held.topics.update(event.topics)
+            missing = [event_id for event_id in range(max(after + 1, lowest - ABANDONED_LIMIT),
+                                                      lowest) if event_id not in self._held]
+            for event_id in missing:
+                self._abandoned[event_id] = True
+            while len(self._abandoned) > ABANDONED_LIMIT:
+                self._abandoned.popitem(last=False)
+            if missing:
+                log.info("event=hub_gap_given_up ids=%s..%s count=%s",
+                         missing[0], missing[-1], len(missing))
+            for event_id in sorted(i for i in self._held if i < lowest):
+                self._release(event_id, self._held.pop(event_id))
+            self._released = lowest - 1
+            self._release_ready()
+
+    def _report(self, count):
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(METRICS_KEY, self.process, count)
+        pipe.hset(METRICS_SEEN_KEY, self.process, time.time())
+        pipe.execute()
+
+
+def newest_event_id():
+    return db.session.scalar(select(func.max(Event.id))) or 0
+
+
+def stored_events(after, upto=None, topics=None, limit=None):
+    query = (select(Event).options(selectinload(Event.topics))
+             .where(Event.id > after).order_by(Event.id))
+    if upto is not None:
+        query = query.where(Event.id <= upto)
+    if topics:
+        query = query.where(Event.id.in_(
+            select(EventTopic.event_id).where(EventTopic.topic.in_(topics))))
+    if limit:
+        query = query.limit(limit)
+    return [StoredEvent(event.id, event.type, event.payload, event.topic_names)
+            for event in db.session.execute(query).scalars()]
+
+
+def current_hub():
+    """This process's hub, started by the first stream (never at import or in create_app)."""
+    app = current_app._get_current_object()
+    hub = app.extensions.get(_EXTENSION)
+    if hub is not None and hub.pid == os.getpid():
+        return hub
+    with _starting:
+        hub = app.extensions.get(_EXTENSION)
+        if hub is None or hub.pid != os.getpid():
+            hub = Hub(app)
+            hub.start()
+            app.extensions[_EXTENSION] = hub
+    return hub
+
+
+def stop_hub():
+    hub = current_app.extensions.pop(_EXTENSION, None)
+    if hub is not None and hub.pid == os.getpid():
+        hub.stop()
+
+
+def open_stream_count():
+    """Event streams open in this process."""
+    hub = current_app.extensions.get(_EXTENSION)
+    return hub.open_streams if hub is not None and hub.pid == os.getpid() else 0
+
+
+def open_streams_all_processes():
+    """Event streams open across every web process that reported recently."""
+    redis = get_redis()
+    counts = redis.hgetall(METRICS_KEY)
+    seen = redis.hgetall(METRICS_SEEN_KEY)
+    fresh_since = time.time() - METRICS_STALE_SECONDS
+    total, gone = 0, []
+    for process, count in counts.items():
+        if float(seen.get(process, 0)) >= fresh_since:
+            total += int(count)
+        else:
+            gone.append(process)
+    if gone:
+        redis.hdel(METRICS_KEY, *gone)
+        redis.hdel(METRICS_SEEN_KEY, *gone)
+    return total

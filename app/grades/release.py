@@ -1,0 +1,224 @@
+"""Saving marks and releasing grades: at once, or at a time given in the course's time zone,
+changed or cancelled until then. The assignment row is the truth (`release_at`, `released_at`,
+`release_job_id`); Redis only holds the job that acts on it, and the reconciler restores a
+lost one."""
+
+import logging
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from redis.exceptions import RedisError
+from sqlalchemy import select, update
+
+from app.extensions import db
+from app.grades.marking import emit_grade, emit_marking, is_markable
+from app.models import Assignment, Grade, utcnow
+from jobs.grades import (
+    cancel_release_job,
+    enqueue_grade_email,
+    enqueue_release,
+    release_job_alive,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_FEEDBACK = 10_000
+# A restored release this close to now is queued at once rather than through the scheduler.
+SCHEDULER_LEAD = timedelta(seconds=2)
+
+
+class GradeError(ValueError):
+    """A mark that cannot be saved; the message is shown to the marker."""
+
+
+class NotMarkable(GradeError):
+    """The submission is not the one marked for its student (a newer one exists, or rejected)."""
+
+
+class ReleaseError(ValueError):
+    """A release that cannot be made or changed; the message is shown to the marker."""
+
+
+def parse_score(raw, max_score):
+    if raw is None or isinstance(raw, bool) or (isinstance(raw, str) and not raw.strip()):
+        raise GradeError("Enter a score.")
+    try:
+        score = float(raw)
+    except (TypeError, ValueError):
+        raise GradeError("The score must be a number.") from None
+    if not math.isfinite(score) or not 0 <= score <= max_score:
+        raise GradeError(f"The score must be between 0 and {max_score}.")
+    return round(score, 2)
+
+
+def save_grade(submission, score, feedback, marker):
+    """Save a mark; once grades are out the student sees it at once (by email the first time)."""
+    assignment = submission.assignment
+    if not is_markable(submission):
+        raise NotMarkable("Only the student's latest accepted submission is marked.")
+    score = parse_score(score, assignment.max_score)
+    if feedback is None:
+        feedback = ""
+    if not isinstance(feedback, str):
+        raise GradeError("Feedback must be text.")
+    feedback = feedback.strip()
+    if len(feedback) > MAX_FEEDBACK:
+        raise GradeError(f"Feedback may be at most {MAX_FEEDBACK} characters.")
+
+    grade = submission.grade
+    if grade is None:
+        grade = Grade(submission=submission, score=score)
+        db.session.add(grade)
+    grade.score = score
+    grade.feedback = feedback
+    grade.marker_id = marker.id
+    first_news = tell_student_if_released(grade)
+    db.session.commit()
+    # A release may have committed while this mark was being saved: its announcement missed it.
+    if not first_news and grade.notified_at is None:
+        first_news = tell_student_if_released(grade)
+        db.session.commit()
+    emit_marking(assignment, grade)
+    db.session.commit()
+    if first_news:
+        enqueue_grade_email(submission.id)
+    return grade
+
+
+def tell_student_if_released(grade):
+    """Send the grade live to the student if grades are out; True if this is its first showing."""
+    assignment = grade.submission.assignment
+    db.session.flush()
+    db.session.refresh(assignment, ["released_at"])
+    if assignment.released_at is None:
+        return False
+    first = db.session.execute(
+        update(Grade).where(Grade.id == grade.id, Grade.notified_at.is_(None))
+        .values(notified_at=utcnow()).execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.refresh(grade)
+    emit_grade(grade, assignment)
+    return bool(first)
+
+
+def release_state(assignment, now=None):
+    now = now or utcnow()
+    if assignment.released_at is not None:
+        return "released"
+    if assignment.release_at is None:
+        return "unscheduled"
+    return "scheduled" if assignment.release_at > now else "releasing"
+
+
+def _set_release(assignment, release_at):
+    """Point the assignment at a new release job (or none); the old job becomes stale."""
+    old_job_id = assignment.release_job_id
+    job_id = uuid.uuid4().hex if release_at is not None else None
+    changed = db.session.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment.id, Assignment.released_at.is_(None))
+        .values(release_at=release_at, release_job_id=job_id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    db.session.refresh(assignment)
+    if not changed:
+        raise ReleaseError("Grades for this assignment are already released.")
+    if old_job_id:
+        _redis_best_effort(cancel_release_job, old_job_id)
+    return job_id
+
+
+def _redis_best_effort(action, *args, **kwargs):
+    # The database already holds the decision; the reconciler repairs Redis if this fails.
+    try:
+        action(*args, **kwargs)
+    except RedisError as exc:
+        log.warning("event=release_redis_error action=%s error=%r", action.__name__, exc)
+
+
+def release_now(assignment):
+    """Queue the release at once; False if grades were already out."""
+    if assignment.released_at is not None:
+        return False
+    job_id = _set_release(assignment, utcnow().replace(microsecond=0))
+    _redis_best_effort(enqueue_release, assignment.id, job_id)
+    log.info("event=release_requested assignment_id=%s job_id=%s", assignment.id, job_id)
+    return True
+
+
+def schedule_release(assignment, at):
+    """Release at `at` (aware); replaces any earlier schedule."""
+    at = at.astimezone(UTC).replace(microsecond=0)
+    if at <= utcnow():
+        raise ReleaseError("Choose a release time in the future.")
+    job_id = _set_release(assignment, at)
+    _redis_best_effort(enqueue_release, assignment.id, job_id, at=at)
+    log.info("event=release_scheduled assignment_id=%s job_id=%s release_at=%s",
+             assignment.id, job_id, at.isoformat())
+
+
+def cancel_release(assignment):
+    if assignment.released_at is not None:
+        raise ReleaseError("Grades for this assignment are already released.")
+    if assignment.release_at is None:
+        return False
+    _set_release(assignment, None)
+    log.info("event=release_cancelled assignment_id=%s", assignment.id)
+    return True
+
+
+def course_time(naive, tz):
+    """A wall-clock time typed by a marker, in the course's zone, as an aware UTC time."""
+    local = naive.replace(tzinfo=tz)
+    if local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != naive:
+        raise ReleaseError(f"{naive:%Y-%m-%d %H:%M} does not exist in {tz.key}: the clocks "
+                           "change then. Choose another time.")
+    return local.astimezone(UTC)
+
+
+def parse_iso_time(raw):
+    if not isinstance(raw, str):
+        raise ReleaseError("`at` must be an ISO-8601 date and time.")
+    try:
+        at = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ReleaseError("`at` must be an ISO-8601 date and time.") from None
+    if at.tzinfo is None:
+        raise ReleaseError("`at` needs a UTC offset, for example 2030-01-31T09:00:00Z.")
+    return at
+
+
+def restore_scheduled_releases():
+    """Put back the release job of every pending release whose job Redis no longer has."""
+    now = utcnow()
+    pending = db.session.execute(
+        select(Assignment).where(Assignment.release_at.is_not(None),
+                                 Assignment.released_at.is_(None))
+    ).scalars().all()
+    restored = 0
+    for assignment in pending:
+        old_job_id = assignment.release_job_id
+        if old_job_id and release_job_alive(old_job_id):
+            continue
+        job_id = uuid.uuid4().hex
+        # Only if nobody rescheduled, cancelled or released it since we looked.
+        claimed = db.session.execute(
+            update(Assignment)
+            .where(Assignment.id == assignment.id, Assignment.released_at.is_(None),
+                   Assignment.release_at == assignment.release_at,
+                   Assignment.release_job_id.is_(None) if old_job_id is None
+                   else Assignment.release_job_id == old_job_id)
+            .values(release_job_id=job_id)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        db.session.commit()
+        if not claimed:
+            continue
+        at = assignment.release_at if assignment.release_at > now + SCHEDULER_LEAD else None
+        enqueue_release(assignment.id, job_id, at=at)
+        restored += 1
+        log.info("event=release_restored assignment_id=%s lost_job_id=%s job_id=%s",
+                 assignment.id, old_job_id, job_id)
+    return restored

@@ -1,0 +1,168 @@
+"""Marking pages for the staff of a course. Anyone else gets a 404, so nothing leaks."""
+
+from flask import abort, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from app.extensions import db
+from app.grades import bp
+from app.grades.forms import CancelReleaseForm, GradeForm, ReleaseNowForm, ScheduleReleaseForm
+from app.grades.marking import marking_progress, marking_rows, staff_topic
+from app.grades.release import (
+    GradeError,
+    ReleaseError,
+    cancel_release,
+    course_time,
+    release_now,
+    release_state,
+    save_grade,
+    schedule_release,
+)
+from app.models import Assignment, Enrollment, Submission
+
+
+def staff_assignment_or_404(assignment_id):
+    assignment = db.session.get(Assignment, assignment_id)
+    if assignment is None or not current_user.is_staff_of(assignment.course_id):
+        abort(404)
+    return assignment
+
+
+def taught_assignments(user):
+    query = select(Assignment).order_by(Assignment.due_at)
+    if not user.is_admin:
+        query = query.where(Assignment.course_id.in_(
+            select(Enrollment.course_id).where(Enrollment.user_id == user.id,
+                                               Enrollment.role == "staff")))
+    return db.session.execute(query).scalars().all()
+
+
+def grade_form_for(submission, from_request=False):
+    grade = submission.grade
+    # Each row has its own form; the prefix keeps field names and ids apart.
+    if from_request:
+        form = GradeForm(prefix=f"s{submission.id}")
+    else:
+        form = GradeForm(prefix=f"s{submission.id}", formdata=None)
+        if grade is not None:
+            form.score.data = f"{grade.score:g}"
+            form.feedback.data = grade.feedback
+    form.score.render_kw = {**form.score.render_kw, "max": submission.assignment.max_score}
+    return form
+
+
+def marking_page(assignment, failed=None, failed_form=None, schedule_form=None, status=200):
+    """The marking page; `failed` is a submission whose mark could not be saved, shown again."""
+    rows = marking_rows(assignment)
+    forms = {
+        row.submission.id: failed_form if row.submission.id == failed else
+        grade_form_for(row.submission)
+        for row in rows if row.submission is not None
+    }
+    if schedule_form is None:
+        schedule_form = ScheduleReleaseForm(formdata=None)
+        if assignment.release_at is not None:
+            schedule_form.release_at.data = assignment.release_at.astimezone(
+                assignment.course.tz).replace(tzinfo=None)
+    return render_template(
+        "grades/marking.html", assignment=assignment, rows=rows, forms=forms,
+        progress=marking_progress(assignment.id), state=release_state(assignment),
+        release_form=ReleaseNowForm(), schedule_form=schedule_form,
+        cancel_form=CancelReleaseForm(), staff_topic=staff_topic(assignment.id),
+    ), status
+
+
+@bp.route("/")
+@login_required
+def index():
+    assignments = taught_assignments(current_user)
+    if not assignments and not current_user.is_admin:
+        abort(404)
+    return render_template(
+        "grades/index.html", assignments=assignments,
+        progress={a.id: marking_progress(a.id) for a in assignments},
+        states={a.id: release_state(a) for a in assignments},
+    )
+
+
+@bp.route("/assignments/<int:assignment_id>")
+@login_required
+def marking(assignment_id):
+    return marking_page(staff_assignment_or_404(assignment_id))
+
+
+@bp.post("/submissions/<int:submission_id>/grade")
+@login_required
+def grade(submission_id):
+    submission = db.session.get(Submission, submission_id)
+    if submission is None or not current_user.is_staff_of(submission.assignment.course_id):
+        abort(404)
+    assignment = submission.assignment
+    form = grade_form_for(submission, from_request=True)
+    if not form.validate_on_submit():
+        form.score.errors = ["Your session expired; please save again."]
+        return marking_page(assignment, submission.id, form, status=400)
+    try:
+        saved = save_grade(submission, form.score.data, form.feedback.data, current_user)
+    except GradeError as exc:
+        form.score.errors = [str(exc)]
+        return marking_page(assignment, submission.id, form, status=400)
+    name = submission.student.display_name
+    if saved.notified_at is not None:
+        flash(f"Saved {name}'s mark; grades are out, so they see it now.", "success")
+    else:
+        flash(f"Saved {name}'s mark. Students see it when grades are released.", "success")
+    return redirect(url_for("grades.marking", assignment_id=assignment.id,
+                            _anchor=f"row-{submission.id}"), 303)
+
+
+@bp.post("/assignments/<int:assignment_id>/release")
+@login_required
+def release(assignment_id):
+    assignment = staff_assignment_or_404(assignment_id)
+    if not ReleaseNowForm().validate_on_submit():
+        flash("Your session expired; please try again.", "error")
+    else:
+        try:
+            released = release_now(assignment)
+        except ReleaseError as exc:
+            flash(str(exc), "error")
+        else:
+            flash("Releasing grades now: students are told in a moment." if released
+                  else "Grades for this assignment are already released.",
+                  "success" if released else "error")
+    return redirect(url_for("grades.marking", assignment_id=assignment.id), 303)
+
+
+@bp.post("/assignments/<int:assignment_id>/release/schedule")
+@login_required
+def schedule(assignment_id):
+    assignment = staff_assignment_or_404(assignment_id)
+    form = ScheduleReleaseForm()
+    if not form.validate_on_submit():
+        return marking_page(assignment, schedule_form=form, status=400)
+    try:
+        at = course_time(form.release_at.data, assignment.course.tz)
+        schedule_release(assignment, at)
+    except ReleaseError as exc:
+        form.release_at.errors = [str(exc)]
+        return marking_page(assignment, schedule_form=form, status=400)
+    flash("Release scheduled.", "success")
+    return redirect(url_for("grades.marking", assignment_id=assignment.id), 303)
+
+
+@bp.post("/assignments/<int:assignment_id>/release/cancel")
+@login_required
+def cancel(assignment_id):
+    assignment = staff_assignment_or_404(assignment_id)
+    if not CancelReleaseForm().validate_on_submit():
+        flash("Your session expired; please try again.", "error")
+    else:
+        try:
+            cancelled = cancel_release(assignment)
+        except ReleaseError as exc:
+            flash(str(exc), "error")
+        else:
+            flash("Scheduled release cancelled." if cancelled else "No release was scheduled.",
+                  "success")
+    return redirect(url_for("grades.marking", assignment_id=assignment.id), 303)

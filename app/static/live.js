@@ -1,0 +1,157 @@
+// One event stream per page: the user's own topic plus the topics the page names with
+// data-live-topic, resumed from the event the page was drawn at, so nothing is missed.
+// Other scripts listen with window.submissionsLive.on(type, handler).
+(function () {
+  const SEEN_KEPT = 2000;
+  const OFFLINE_AFTER_MS = 1000;
+  const handlers = {};
+  const seen = new Set();
+  let lastEventId = document.body.dataset.lastEventId || "";
+  let source = null;
+
+  window.submissionsLive = {
+    on(type, handler) {
+      if (!handlers[type]) {
+        handlers[type] = [];
+        if (source) source.addEventListener(type, dispatch);
+      }
+      handlers[type].push(handler);
+    },
+  };
+  let retryMs = 1000;
+  let offlineTimer = null;
+
+  function topics() {
+    const names = [`user.${document.body.dataset.userId}`];
+    document.querySelectorAll("[data-live-topic]").forEach((el) => names.push(el.dataset.liveTopic));
+    return names;
+  }
+
+  function streamUrl() {
+    const params = new URLSearchParams();
+    topics().forEach((topic) => params.append("topic", topic));
+    if (lastEventId) params.set("last_event_id", lastEventId);
+    return `/events?${params}`;
+  }
+
+  function setOnline(online) {
+    const banner = document.getElementById("connection");
+    clearTimeout(offlineTimer);
+    if (online) { banner.hidden = true; return; }
+    // A blip while the browser reconnects by itself is not worth a banner.
+    offlineTimer = setTimeout(() => { banner.hidden = false; }, OFFLINE_AFTER_MS);
+  }
+
+  function dispatch(event) {
+    if (event.lastEventId) {
+      if (seen.has(event.lastEventId)) return;
+      seen.add(event.lastEventId);
+      if (seen.size > SEEN_KEPT) seen.delete(seen.values().next().value);
+      lastEventId = event.lastEventId;
+    }
+    const data = JSON.parse(event.data);
+    (handlers[event.type] || []).forEach((handler) => handler(data, event));
+  }
+
+  function connect() {
+    source = new EventSource(streamUrl());
+    source.onopen = () => { retryMs = 1000; setOnline(true); };
+    source.onerror = () => {
+      setOnline(false);
+      // EventSource retries network errors itself, but gives up on an HTTP error (a proxy's
+      // 502 while the server restarts); then we start again, from the last event we had.
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(connect, retryMs);
+        retryMs = Math.min(retryMs * 2, 30000);
+      }
+    };
+    Object.keys(handlers).forEach((type) => source.addEventListener(type, dispatch));
+  }
+
+  function showSubmissionLive(receipt) {
+    const submissionId = Number(receipt.dataset.submissionId);
+    const stepList = document.getElementById("steps");
+    const progress = document.getElementById("progress");
+    const status = document.getElementById("submission-status");
+    const detail = document.getElementById("submission-detail");
+
+    function showProgress() {
+      const steps = stepList.querySelectorAll("[data-status]");
+      const done = [...steps].filter((s) => ["succeeded", "skipped"].includes(s.dataset.status)).length;
+      progress.max = steps.length;
+      progress.value = done;
+      progress.textContent = `${done} of ${steps.length}`;
+    }
+
+    function showThumbnail() {
+      const box = document.getElementById("thumbnail");
+      const img = document.createElement("img");
+      img.src = `${receipt.dataset.thumbnailUrl}?v=${Date.now()}`;
+      img.alt = `Preview of ${receipt.dataset.filename}`;
+      box.replaceChildren(img);
+    }
+
+    async function showSimilarity() {
+      const response = await fetch(receipt.dataset.apiUrl, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const submission = await response.json();
+      if (submission.similarity !== null) {
+        document.getElementById("similarity").textContent = `${submission.similarity}%`;
+      }
+    }
+
+    window.submissionsLive.on("step", (step) => {
+      if (step.submission_id !== submissionId) return;
+      const item = document.getElementById(`step-${step.step}`);
+      if (!item) return;
+      item.className = `step ${step.status}`;
+      item.dataset.status = step.status;
+      item.querySelector(".step-status").textContent = step.status;
+      item.querySelector(".step-detail").textContent = step.detail;
+      // Only the course's staff are sent the raw error (the stream strips it for students).
+      let error = item.querySelector(".step-error");
+      if ("error" in step && step.error) {
+        if (!error) {
+          error = document.createElement("code");
+          error.className = "step-error";
+          item.querySelector(".step-detail").after(error);
+        }
+        error.textContent = step.error;
+      } else if (error && "error" in step) {
+        error.remove();
+      }
+      showProgress();
+      if (step.status === "succeeded" && step.step === "thumbnail") showThumbnail();
+      if (step.status === "succeeded" && step.step === "plagiarism") showSimilarity();
+    });
+
+    window.submissionsLive.on("submission", (submission) => {
+      if (submission.submission_id !== submissionId) return;
+      status.className = `status ${submission.status}`;
+      status.textContent = submission.status.replace(/_/g, " ");
+      detail.textContent = submission.detail;
+    });
+
+    window.submissionsLive.on("grade", (grade) => {
+      if (grade.submission_id !== submissionId) return;
+      const score = document.createElement("p");
+      score.className = "score";
+      score.textContent = `${Number(grade.score).toFixed(1)} / ${grade.max_score}`;
+      const parts = [score];
+      if (grade.feedback) {
+        const feedback = document.createElement("p");
+        feedback.className = "feedback";
+        feedback.textContent = grade.feedback;
+        parts.push(feedback);
+      }
+      document.getElementById("grade").replaceChildren(...parts);
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    if (!document.body.dataset.userId || !window.EventSource) return;
+    const receipt = document.getElementById("receipt");
+    if (receipt && receipt.dataset.liveTopic) showSubmissionLive(receipt);
+    connect();
+  });
+})();

@@ -1,0 +1,29 @@
+"""A private clamd for the suite: the project's signatures, its own unix socket and TCP port in a
+temporary directory, so nothing touches a clamd the machine may already run."""
+
+import pytest
+
+from scripts import clamd_local
+from tests.services import free_port
+
+
+class ClamdServer:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.port = free_port()
+        self.process = None
+        self.socket = None
+
+    @property
+    def url(self):
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def start(self):
+        if not clamd_local.clamd_binary():
+            pytest.skip("clamd is not installed (apt-get install clamav-daemon)")
+        self.process, self.socket = clamd_local.start(self.workdir, tcp_port=self.port)
+        return self
+
+    def stop(self):
+        if self.process is not None:
+            clamd_local.stop(self.process)

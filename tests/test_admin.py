@@ -1,0 +1,547 @@
+import io
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import sqlalchemy as sa
+from flask import url_for
+from flask.testing import FlaskClient
+from rq import Queue
+from rq.registry import FailedJobRegistry
+
+from app.events import hub as event_hub
+from app.events.publisher import emit
+from app.extensions import db, get_redis
+from app.models import Assignment, Event, FlashMessage, StepRun, Submission, User, utcnow
+from app.ops.dashboard import TOPIC
+from tests.conftest import Auth, Client, csrf_from, run_jobs
+from tests.e2e.sse import StreamReader
+from tests.services import free_port
+
+HEARTBEAT = 0.2
+# Values for the variable parts of admin URLs; access is refused before they are looked up.
+URL_ARGUMENTS = {"job_id": "no-such-job", "step_id": 1, "export_type": "csv"}
+
+
+def admin_of(app):
+    (admin,) = app.extensions["admin"]
+    return admin
+
+
+def admin_rules(app):
+    """Every URL rule of every registered admin view, static files aside."""
+    rules = []
+    for view in admin_of(app)._views:
+        own = [rule for rule in app.url_map.iter_rules()
+               if rule.endpoint.startswith(f"{view.endpoint}.")
+               and rule.endpoint != f"{view.endpoint}.static"]
+        assert own, f"admin view {view.endpoint} has no URL"
+        rules.extend(own)
+    return rules
+
+
+def requests_to_try(app):
+    with app.test_request_context():
+        for rule in admin_rules(app):
+            url = url_for(rule.endpoint, **{arg: URL_ARGUMENTS[arg] for arg in rule.arguments})
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                yield method, url
+
+
+def token_for(client, logged_in):
+    page = client.get("/" if logged_in else "/login").get_data(as_text=True)
+    return csrf_from(page)
+
+
+def essay_id(world):
+    # The primary key of the fixture's assignment, even once its session is gone.
+    return sa.inspect(world.essay).identity[0]
+
+
+def upload(app, world, content=b"My essay about queues and workers.\n", name="essay.txt",
+           who="alice@uni.test"):
+    client = Client(app, app.response_class)
+    headers = Auth(client).token(who)
+    response = client.post(
+        f"/api/v1/assignments/{essay_id(world)}/submissions",
+        data={"file": (io.BytesIO(content), name)}, headers=headers,
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["id"]
+
+
+def id_of(record):
+    # The primary key, even once the test's session has let go of the object.
+    return sa.inspect(record).identity[0]
+
+
+class OwnContextClient(FlaskClient):
+    """A browser for streams: each request in its own application context, as in a server."""
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
+@pytest.fixture
+def live(app):
+    app.config.update(SSE_HEARTBEAT_SECONDS=HEARTBEAT, SSE_GAP_WAIT_SECONDS=0.5)
+    yield
+    event_hub.stop_hub()
+
+
+def stream_as(app, email, topic):
+    browser = OwnContextClient(app, app.response_class, use_cookies=True)
+    Auth(browser).login(email)
+    return browser.get(f"/events?topic={topic}", buffered=False)
+
+
+def follow(app, email, topic):
+    """An open event stream that is known to be live: a probe sent now has come through."""
+    response = stream_as(app, email, topic)
+    assert response.status_code == 200
+    reader = StreamReader(response)
+    emit("probe", {"probe": topic}, [topic])
+    db.session.commit()
+    assert [frame.data for frame in reader.events(1, timeout=4)] == [{"probe": topic}]
+    return reader
+
+
+@pytest.fixture
+def admin_client(client, auth, world):
+    assert auth.login("root@uni.test").status_code == 302
+    return client
+
+
+class RecordsSystem:
+    """A stand-in for the student-records system: answers each signed POST with a record id."""
+
+    def __init__(self):
+        self.received = []
+        records = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                records.received.append(json.loads(body))
+                answer = json.dumps({"id": f"REC-{len(records.received)}"}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server.server_address[1]}/records"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@dataclass(frozen=True)
+class FailedStep:
+    submission_id: int
+    step_id: int
+    job_id: str
+
+
+def failed_admin_sync(app, world):
+    """A submission whose records-system step gave up: the records system was unreachable."""
+    app.config["ADMIN_SYNC_URL"] = f"http://127.0.0.1:{free_port()}/records"
+    app.config["ADMIN_SYNC_SECRET"] = "records-secret"
+    submission_id = upload(app, world)
+    run_jobs()
+    submission = db.session.get(Submission, submission_id)
+    step = submission.step("admin_sync")
+    assert (submission.status, step.status) == ("needs_attention", "failed")
+    assert "ConnectionError" in step.last_error
+    return FailedStep(submission_id, step.id, step.job_id)
+
+
+@pytest.mark.parametrize("who", ["sam@uni.test", "alice@uni.test"])
+def test_every_admin_url_is_refused_to_staff_and_students(app, client, auth, world, who):
+    auth.login(who)
+    token = token_for(client, logged_in=True)
+    tried = 0
+    for method, url in requests_to_try(app):
+        response = client.open(url, method=method, data={"csrf_token": token})
+        assert response.status_code == 403, (method, url, response.status_code)
+        assert "Forbidden" in response.get_data(as_text=True)
+        tried += 1
+    assert tried > 60
+
+
+def test_every_admin_url_sends_anonymous_visitors_to_login(app, client, world):
+    token = token_for(client, logged_in=False)
+    for method, url in requests_to_try(app):
+        response = client.open(url, method=method, data={"csrf_token": token})
+        assert response.status_code == 302, (method, url, response.status_code)
+        location = response.headers["Location"]
+        assert location.startswith("/login?next="), (method, url, location)
+        assert url.split("?")[0] in location.replace("%2F", "/")
+
+
+def test_admin_can_open_every_admin_page(app, admin_client, world):
+    upload(app, world)
+    run_jobs()
+    pages = []
+    with app.test_request_context():
+        for view in admin_of(app)._views:
+            if not hasattr(view, "index_view"):
+                pages.append(url_for(f"{view.endpoint}.index"))
+                continue
+            pages.append(url_for(f"{view.endpoint}.index_view"))
+            if view.can_create:
+                pages.append(url_for(f"{view.endpoint}.create_view"))
+            first = db.session.execute(db.select(view.model).limit(1)).scalar_one_or_none()
+            if first is not None:
+                pages.append(url_for(f"{view.endpoint}.details_view",
+                                     id=view.get_pk_value(first)))
+                if view.can_edit:
+                    pages.append(url_for(f"{view.endpoint}.edit_view",
+                                         id=view.get_pk_value(first)))
+    assert len(pages) > 2 * len(admin_of(app)._views) >= 20
+    for page in pages:
+        response = admin_client.get(page)
+        assert response.status_code == 200, (page, response.status_code)
+
+
+def test_admin_form_without_csrf_token_is_refused(app, admin_client):
+    response = admin_client.post("/admin/user/new/", data={
+        "email": "mallory@uni.test", "role": "admin", "active": "y", "password": "x" * 12})
+    assert response.status_code == 400
+    assert db.session.execute(
+        db.select(User).filter_by(email="mallory@uni.test")).scalar_one_or_none() is None
+
+
+def test_admin_creates_user_with_hashed_password_and_never_shows_hashes(app, admin_client):
+    form = admin_client.get("/admin/user/new/").get_data(as_text=True)
+    assert 'name="password_hash"' not in form
+    response = admin_client.post("/admin/user/new/", data={
+        "csrf_token": csrf_from(form), "email": " Dana@Uni.test ", "name": "Dana",
+        "role": "staff", "active": "y", "password": "a long enough password"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    dana = db.session.execute(db.select(User).filter_by(email="dana@uni.test")).scalar_one()
+    assert dana.role == "staff" and dana.check_password("a long enough password")
+
+    listing = admin_client.get("/admin/user/").get_data(as_text=True)
+    details = admin_client.get(f"/admin/user/details/?id={dana.id}").get_data(as_text=True)
+    for page in (listing, details):
+        assert "dana@uni.test" in page
+        assert dana.password_hash not in page
+        assert "scrypt:" not in page and "pbkdf2:" not in page
+
+    edit = admin_client.get(f"/admin/user/edit/?id={dana.id}").get_data(as_text=True)
+    response = admin_client.post(f"/admin/user/edit/?id={dana.id}", data={
+        "csrf_token": csrf_from(edit), "email": "dana@uni.test", "name": "Dana D",
+        "role": "staff", "active": "y", "password": ""})
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, dana.id).check_password("a long enough password")
+    other = Client(app, app.response_class)
+    assert Auth(other).login("dana@uni.test", "a long enough password").status_code == 302
+
+
+def test_admin_cannot_create_user_without_password(app, admin_client):
+    form = admin_client.get("/admin/user/new/").get_data(as_text=True)
+    response = admin_client.post("/admin/user/new/", data={
+        "csrf_token": csrf_from(form), "email": "nopass@uni.test", "role": "student",
+        "active": "y", "password": ""})
+    assert "Give the new user a password" in response.get_data(as_text=True)
+    assert db.session.execute(
+        db.select(User).filter_by(email="nopass@uni.test")).scalar_one_or_none() is None
+
+
+def test_admin_edits_assignment_dates_in_utc_and_schedules_grade_release(app, admin_client,
+                                                                          world):
+    essay = world.essay
+    edit = admin_client.get(f"/admin/assignment/edit/?id={essay.id}").get_data(as_text=True)
+    release = (utcnow() + timedelta(days=3)).replace(microsecond=0)
+    response = admin_client.post(f"/admin/assignment/edit/?id={essay.id}", data={
+        "csrf_token": csrf_from(edit), "course": str(world.cs.id), "title": "Essay",
+        "description": "", "due_at": "2031-05-01 17:00:00", "cutoff_at": "2031-05-02 17:00:00",
+        "allowed_types": "pdf,txt", "max_size_mb": "3", "max_score": "40",
+        "grade_release": f"{release:%Y-%m-%d %H:%M:%S}"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    db.session.expire_all()
+    essay = db.session.get(Assignment, essay.id)
+    assert essay.due_at.isoformat() == "2031-05-01T17:00:00+00:00"
+    assert (essay.allowed_types, essay.max_size_mb, essay.max_score) == ("pdf,txt", 3, 40)
+    assert essay.release_at == release and essay.release_job_id
+    listing = admin_client.get("/admin/assignment/").get_data(as_text=True)
+    assert "2031-05-01 17:00:00 UTC" in listing
+
+
+def test_admin_assignment_cutoff_before_due_is_refused(app, admin_client, world):
+    essay = world.essay
+    edit = admin_client.get(f"/admin/assignment/edit/?id={essay.id}").get_data(as_text=True)
+    response = admin_client.post(f"/admin/assignment/edit/?id={essay.id}", data={
+        "csrf_token": csrf_from(edit), "course": str(world.cs.id), "title": "Essay",
+        "due_at": "2031-05-02 17:00:00", "cutoff_at": "2031-05-01 17:00:00",
+        "allowed_types": "pdf", "max_size_mb": "3", "max_score": "40", "grade_release": ""})
+    assert "The cut-off cannot be before the due time" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Assignment, essay.id).due_at.year != 2031
+
+
+def test_admin_lists_submissions_and_sees_steps_and_full_event_timeline(app, admin_client,
+                                                                        world):
+    submission_id = upload(app, world, name="timeline.txt")
+    run_jobs()
+    listing = admin_client.get("/admin/submission/?search=timeline").get_data(as_text=True)
+    assert "timeline.txt" in listing and "alice@uni.test" in listing
+    completed = admin_client.get("/admin/submission/?flt0_0=completed").get_data(as_text=True)
+    assert "timeline.txt" in completed
+    rejected = admin_client.get("/admin/submission/?flt0_0=rejected").get_data(as_text=True)
+    assert "timeline.txt" not in rejected
+
+    page = admin_client.get(f"/admin/submission/details/?id={submission_id}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    for step in ("scan", "store", "plagiarism", "admin_sync", "email", "thumbnail"):
+        assert f'id="step-{step}"' in html
+    assert "No threats found" in html
+    events = db.session.execute(
+        db.select(Event).filter_by(submission_id=submission_id).order_by(Event.id)
+    ).scalars().all()
+    assert len(events) > 10
+    shown = [int(n) for n in re.findall(r"<td>#(\d+)</td>", html)]
+    assert shown == [event.id for event in events]
+    assert "All checks finished" in html
+
+
+@pytest.mark.slow
+def test_requeue_on_submission_page_brings_failed_step_to_completion(app, admin_client, world):
+    failed = failed_admin_sync(app, world)
+    page = admin_client.get(f"/admin/submission/details/?id={failed.submission_id}").get_data(
+        as_text=True)
+    assert "Requeue" in page and "ConnectionError" in page
+
+    with RecordsSystem() as records:
+        app.config["ADMIN_SYNC_URL"] = records.url
+        response = admin_client.post(f"/admin/submission/requeue/{failed.step_id}",
+                                     data={"csrf_token": csrf_from(page)})
+        assert response.status_code == 302
+        assert response.headers["Location"].endswith(
+            f"/admin/submission/details/?id={failed.submission_id}")
+        run_jobs()
+
+    assert [r["submission_id"] for r in records.received] == [failed.submission_id]
+    submission = db.session.get(Submission, failed.submission_id)
+    assert submission.status == "completed"
+    assert submission.step("admin_sync").status == "succeeded"
+    assert "REC-1" in submission.step("admin_sync").detail
+    assert FailedJobRegistry("external", connection=get_redis()).count == 0
+    page = admin_client.get(f"/admin/submission/details/?id={failed.submission_id}").get_data(
+        as_text=True)
+    assert "A step was requeued" in page and "Requeue</button>" not in page
+
+
+@pytest.mark.slow
+def test_requeue_on_queues_page_brings_failed_step_to_completion(app, admin_client, world):
+    failed = failed_admin_sync(app, world)
+    page = admin_client.get("/admin/queues/").get_data(as_text=True)
+    assert f'id="failed-{failed.job_id}"' in page
+    assert "ConnectionError" in page
+    assert re.search(r'id="queue-external" data-depth="0" data-failed="1"', page)
+
+    with RecordsSystem() as records:
+        app.config["ADMIN_SYNC_URL"] = records.url
+        response = admin_client.post(f"/admin/queues/failed/{failed.job_id}/requeue",
+                                     data={"csrf_token": csrf_from(page)})
+        assert response.status_code == 302
+        page = admin_client.get("/admin/queues/").get_data(as_text=True)
+        assert f"Requeued step admin_sync of submission {failed.submission_id}" in page
+        assert 'id="queue-external" data-depth="1" data-failed="0"' in page
+        run_jobs()
+
+    assert len(records.received) == 1
+    assert db.session.get(Submission, failed.submission_id).status == "completed"
+    assert "No failed jobs." in admin_client.get("/admin/queues/").get_data(as_text=True)
+
+
+@pytest.mark.slow
+def test_deleting_failed_job_leaves_step_failed_and_visible(app, admin_client, world):
+    failed = failed_admin_sync(app, world)
+    page = admin_client.get("/admin/queues/").get_data(as_text=True)
+    response = admin_client.post(f"/admin/queues/failed/{failed.job_id}/delete",
+                                 data={"csrf_token": csrf_from(page)})
+    assert response.status_code == 302
+    page = admin_client.get("/admin/queues/").get_data(as_text=True)
+    assert "No failed jobs." in page
+    db.session.expire_all()
+    assert db.session.get(StepRun, failed.step_id).status == "failed"
+    details = admin_client.get(f"/admin/submission/details/?id={failed.submission_id}").get_data(
+        as_text=True)
+    assert "Requeue</button>" in details
+
+    again = admin_client.post(f"/admin/queues/failed/{failed.job_id}/requeue",
+                              data={"csrf_token": csrf_from(page)}, follow_redirects=True)
+    assert "That job is gone already" in again.get_data(as_text=True)
+
+
+def test_queues_page_shows_waiting_jobs_workers_and_scheduled_jobs(app, admin_client, world):
+    from jobs.maintenance import schedule_periodic, scheduler_for
+
+    upload(app, world)
+    schedule_periodic(scheduler_for())
+    page = admin_client.get("/admin/queues/").get_data(as_text=True)
+    assert 'id="queue-scan" data-depth="1"' in page
+    assert "No worker is running" in page
+    assert "periodic-reconcile" in page and "periodic-rollup" in page
+    assert Queue("scan", connection=get_redis()).count == 1
+
+
+def test_dashboard_shows_rolled_up_figures_and_publishes_them_to_admins(app, admin_client,
+                                                                        world):
+    before = admin_client.get("/admin/").get_data(as_text=True)
+    assert "No figures yet" in before
+    assert f'data-topic="{TOPIC}"' in before
+
+    for n in range(3):
+        upload(app, world, content=f"essay number {n}\n".encode(), name=f"e{n}.txt")
+    Queue("maintenance", connection=get_redis()).enqueue("jobs.rollup.roll_up")
+    run_jobs(["maintenance"])
+    page = admin_client.get("/admin/").get_data(as_text=True)
+    assert '<div class="h3 mb-0" id="stat-intake_last_hour">3</div>' in page
+    assert '<div class="h3 mb-0" id="stat-backlog">3</div>' in page
+    assert re.search(r"<td>scan</td><td>3</td>", page)
+
+    run_jobs()
+    upload(app, world, content=b"one more\n", name="late.txt")
+    Queue("maintenance", connection=get_redis()).enqueue("jobs.rollup.roll_up")
+    run_jobs(["maintenance"])
+    page = admin_client.get("/admin/").get_data(as_text=True)
+    # Counted incrementally, yet nothing is counted twice.
+    assert '<div class="h3 mb-0" id="stat-intake_last_hour">4</div>' in page
+    assert re.search(r"<td>Virus scan</td><td>3</td>", page)
+
+    published = db.session.execute(
+        db.select(Event).filter_by(type="stats").order_by(Event.id)).scalars().all()
+    assert len(published) == 2
+    assert published[-1].topic_names == [TOPIC]
+    assert sum(point["count"] for point in published[-1].payload["intake"]) == 4
+    assert published[-1].payload["backlog"] == 1
+
+
+
+def test_dashboard_figures_arrive_live_on_the_admin_stream(app, world, live):
+    reader = follow(app, "root@uni.test", TOPIC)
+    try:
+        upload(app, world)
+        Queue("maintenance", connection=get_redis()).enqueue("jobs.rollup.roll_up")
+        run_jobs(["maintenance"])
+        (frame,) = reader.events(1, timeout=4)
+    finally:
+        reader.close()
+    assert frame.event == "stats"
+    assert frame.data["intake_last_hour"] == 1 and frame.data["backlog"] == 1
+    stored = db.session.execute(db.select(Event).filter_by(type="stats")).scalar_one()
+    assert frame.id == stored.id
+
+
+def test_students_and_staff_cannot_follow_the_dashboard_stream(app, world, live):
+    for email in ("alice@uni.test", "sam@uni.test"):
+        response = stream_as(app, email, TOPIC)
+        assert response.status_code == 403
+        response.close()
+
+
+def compose(admin_client, **fields):
+    form = admin_client.get("/admin/send-flash/").get_data(as_text=True)
+    return admin_client.post("/admin/send-flash/", data={
+        "csrf_token": csrf_from(form), "level": "info", **fields})
+
+
+def flash_recipients():
+    return sorted(db.session.execute(
+        db.select(User.email).join(FlashMessage, FlashMessage.user_id == User.id)
+    ).scalars().all())
+
+
+def test_flash_to_a_course_reaches_every_member_live(app, admin_client, world, live):
+    alice = id_of(world.users["alice"])
+    reader = follow(app, "alice@uni.test", f"user.{alice}")
+    try:
+        response = compose(admin_client, audience="course", course_id=str(id_of(world.cs)),
+                           text="Lab moved to room 4", level="warning", link_url="/",
+                           link_text="My assignments", button_text="Got it", modal="y")
+        assert response.status_code == 302
+        (frame,) = reader.events(1, timeout=4)
+    finally:
+        reader.close()
+    assert frame.event == "flash"
+    assert frame.data["text"] == "Lab moved to room 4"
+    assert (frame.data["level"], frame.data["modal"]) == ("warning", True)
+    assert flash_recipients() == ["alice@uni.test", "bob@uni.test", "sam@uni.test"]
+    page = admin_client.get("/admin/send-flash/").get_data(as_text=True)
+    assert "Sent to 3 people." in page
+
+
+def test_flash_to_one_person_or_everyone_and_bad_requests_send_nothing(app, admin_client,
+                                                                      world):
+    response = compose(admin_client, audience="user", email="nobody@uni.test", text="Hello")
+    assert response.status_code == 400
+    assert "No active user has the email" in response.get_data(as_text=True)
+    response = compose(admin_client, audience="user", email="carol@uni.test", text="Hi",
+                       link_url="javascript:alert(1)")
+    assert response.status_code == 400
+    assert flash_recipients() == []
+
+    assert compose(admin_client, audience="user", email="Carol@Uni.test",
+                   text="Your sketch is late").status_code == 302
+    assert flash_recipients() == ["carol@uni.test"]
+    assert compose(admin_client, audience="everyone", text="Maintenance tonight",
+                   hide_after="30").status_code == 302
+    assert len(flash_recipients()) == 1 + 6
+    tonight = db.session.execute(
+        db.select(FlashMessage).filter_by(text="Maintenance tonight")).scalars().all()
+    assert {message.hide_after for message in tonight} == {30}
+
+
+def wait_for(condition, seconds=5):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_open_streams_show_in_metrics_and_on_the_dashboard(app, admin_client, world, live):
+    def metric():
+        text = admin_client.get("/metrics").get_data(as_text=True)
+        return int(re.search(r"^submissions_open_event_streams (\d+)$", text, re.M).group(1))
+
+    assert metric() == 0
+    alice = id_of(world.users["alice"])
+    readers = [follow(app, "alice@uni.test", f"user.{alice}"), follow(app, "root@uni.test", TOPIC)]
+    try:
+        assert wait_for(lambda: metric() == 2)
+        Queue("maintenance", connection=get_redis()).enqueue("jobs.rollup.roll_up")
+        run_jobs(["maintenance"])
+        page = admin_client.get("/admin/").get_data(as_text=True)
+        assert '<div class="h3 mb-0" id="stat-open_streams">2</div>' in page
+    finally:
+        for reader in readers:
+            reader.close()
+    assert wait_for(lambda: metric() == 0)

@@ -1,0 +1,377 @@
+"""Hostile uploads. Some are refused at intake with a clear 4xx and leave nothing behind; the
+rest are accepted with a receipt and then dealt with by the pipeline, which must end them
+(rejected or completed) without a crashed worker, a retry loop or a stuck submission."""
+
+import html
+import io
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from app import pipeline
+from app.extensions import db
+from app.models import Event, StepRun, Submission
+from tests import samples
+from tests import samples_hostile as hostile
+from tests.clamd import ClamdServer
+from tests.conftest import Auth, csrf_from, run_jobs
+from tests.helpers import upload_api, upload_form
+
+ESSAY = b"Queues let the web answer at once while workers do the slow part.\n"
+# Flask's test client spools a large request body to a temporary file it never closes.
+LARGE_BODY = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def left_behind(app):
+    """Everything intake could have written: rows, events, queued jobs and received files."""
+    incoming = Path(app.config["STORAGE_DIR"]) / "incoming"
+    db.session.expire_all()
+    return {
+        "submissions": db.session.query(Submission).count(),
+        "steps": db.session.query(StepRun).count(),
+        "events": db.session.query(Event).count(),
+        "queued jobs": pipeline.backlog(),
+        "incoming files": sorted(p.name for p in incoming.iterdir()) if incoming.exists() else [],
+    }
+
+
+class ApiChannel:
+    name = "api"
+
+    def __init__(self, client, auth, assignment):
+        self.client = client
+        self.url = f"/api/v1/assignments/{assignment.id}/submissions"
+        self.assignment = assignment
+        self.headers = auth.token("alice@uni.test")
+
+    def upload(self, content, filename):
+        return upload_api(self.client, self.headers, self.assignment.id, content, filename)
+
+    def post(self, body, content_type, environ=None):
+        return self.client.post(self.url, data=body, content_type=content_type,
+                                headers=self.headers, environ_overrides=environ)
+
+    def multipart(self, filename, content, boundary=hostile.BOUNDARY):
+        return hostile.multipart(filename=filename, content=content, boundary=boundary)
+
+    @staticmethod
+    def refusal(response):
+        body = response.get_json()
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+        return body["error"]["code"], body["error"]["message"]
+
+
+class FormChannel:
+    name = "form"
+
+    def __init__(self, client, auth, assignment):
+        self.client = client
+        self.url = f"/assignments/{assignment.id}"
+        self.assignment = assignment
+        auth.login("alice@uni.test")
+
+    def upload(self, content, filename):
+        return upload_form(self.client, self.assignment.id, content, filename)
+
+    def post(self, body, content_type, environ=None):
+        return self.client.post(self.url, data=body, content_type=content_type,
+                                environ_overrides=environ)
+
+    def multipart(self, filename, content, boundary=hostile.BOUNDARY):
+        page = self.client.get(self.url).get_data(as_text=True)
+        key = re.search(r'name="idempotency_key"[^>]*value="([^"]*)"', page).group(1)
+        return hostile.multipart({"csrf_token": csrf_from(page), "idempotency_key": key},
+                                 filename=filename, content=content, boundary=boundary)
+
+    @staticmethod
+    def refusal(response):
+        page = response.get_data(as_text=True)
+        found = re.search(r'id="upload-error">(.*?)</p>', page, re.S) or re.search(
+            r'<main[^>]*>(.*?)</main>', page, re.S)
+        assert found, page
+        return None, html.unescape(re.sub(r"<[^>]+>", " ", found.group(1)))
+
+
+@pytest.fixture(params=[ApiChannel, FormChannel], ids=lambda c: c.name)
+def channel(request, client, auth, world):
+    return request.param(client, auth, world.essay)
+
+
+def assert_refused(app, channel, response, before, status, code, message):
+    assert response.status_code == status, response.get_data(as_text=True)[:500]
+    found_code, found_message = channel.refusal(response)
+    if channel.name == "api":
+        assert found_code == code
+    assert message in found_message
+    assert left_behind(app) == before
+
+
+# --- refused at intake ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, filename, status, code, message", [
+    (b"", "essay.txt", 400, "empty_file", "The file is empty."),
+    (b"", "essay.pdf", 400, "empty_file", "The file is empty."),
+    (samples.png(40, 40), "essay.pdf", 415, "type_mismatch", "is not a .pdf file"),
+    (b"MZ\x90\x00\x03 a Windows program", "essay.zip", 415, "type_mismatch",
+     "is not a .zip file"),
+    (hostile.pdf_zip_polyglot({"essay.txt": ESSAY}), "essay.zip", 415, "type_mismatch",
+     "is not a .zip file"),
+    (b"#!/bin/sh\nrm -rf ~\n", "essay.sh", 415, "type_not_allowed", "accepts pdf, txt, py"),
+    (ESSAY, "../../../etc/cron.d/essay.txt", 400, "bad_filename", "folders"),
+    (ESSAY, "..", 400, "bad_filename", "folders"),
+    (ESSAY, "essay\x1b[31m.txt", 400, "bad_filename", "control characters"),
+    (ESSAY, "essay\u202etxt.py", 400, "bad_filename", "control characters"),
+    (ESSAY, "essay\u2067.txt", 400, "bad_filename", "control characters"),
+    (ESSAY, "a" * 296 + ".txt", 400, "bad_filename", "longer than 255 bytes"),
+    (ESSAY, "論" * 99 + ".txt", 400, "bad_filename", "longer than 255 bytes"),
+    (ESSAY, ".htaccess.txt", 400, "bad_filename", "start with a dot"),
+    (ESSAY, "   ", 400, "bad_filename", "no name"),
+], ids=["empty txt", "empty pdf", "png named pdf", "exe named zip", "pdf-zip polyglot as zip",
+        "shell script", "dot-dot slash", "dot-dot alone", "escape sequence",
+        "rtl override", "bidi isolate", "300-byte name", "300-byte cjk name", "dot file",
+        "blank name"])
+def test_bad_file_is_refused_with_a_clear_error_and_nothing_written(
+        app, channel, content, filename, status, code, message):
+    before = left_behind(app)
+    response = channel.upload(content, filename)
+    assert_refused(app, channel, response, before, status, code, message)
+
+
+@pytest.mark.parametrize("raw_name, status, code, message", [
+    (b"essay\x00.txt", 400, "bad_filename", "control characters"),
+    (b"..\\\\..\\\\windows\\\\essay.txt", 400, "bad_filename", "folders"),
+    (b"essay\x7f.txt", 400, "bad_filename", "control characters"),
+    (b"\xff\xfeessay.txt", 400, "unreadable_upload", "not valid UTF-8"),
+    (b"ess\xc3ay.txt", 400, "unreadable_upload", "not valid UTF-8"),
+    (b"essay\r\nContent-Type: text/html\r\n\r\n<script>.txt", 400, "unreadable_upload",
+     "could not be read"),
+], ids=["nul", "dot-dot backslash", "delete", "invalid utf-8", "cut utf-8 sequence", "header injection"])
+def test_raw_multipart_file_names_are_refused_and_nothing_written(
+        app, channel, raw_name, status, code, message):
+    before = left_behind(app)
+    body = channel.multipart(raw_name, ESSAY)
+    response = channel.post(body, hostile.multipart_type())
+    assert_refused(app, channel, response, before, status, code, message)
+
+
+def test_multipart_without_a_boundary_is_refused(app, channel):
+    before = left_behind(app)
+    response = channel.post(channel.multipart(b"essay.txt", ESSAY), "multipart/form-data")
+    assert_refused(app, channel, response, before, 400, "unreadable_upload", "could not be read")
+
+
+def test_multipart_body_cut_before_its_end_is_refused(app, channel):
+    before = left_behind(app)
+    body = channel.multipart(b"essay.txt", ESSAY * 100)
+    response = channel.post(body[: len(body) - 200], hostile.multipart_type())
+    assert_refused(app, channel, response, before, 400, "unreadable_upload", "could not be read")
+
+
+def test_client_that_stops_sending_before_its_content_length_is_refused(app, channel):
+    before = left_behind(app)
+    body = channel.multipart(b"essay.txt", ESSAY * 1000)
+    sent = body[: len(body) // 2]
+    response = channel.post(None, hostile.multipart_type(), environ={
+        "wsgi.input": io.BytesIO(sent), "CONTENT_LENGTH": str(len(body))})
+    assert response.status_code == 400
+    assert left_behind(app) == before
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (ESSAY, "application/octet-stream"),
+    (b'{"file": "essay.txt"}', "application/json"),
+    (b"file=essay.txt", "application/x-www-form-urlencoded"),
+], ids=["raw bytes", "json", "url-encoded form"])
+def test_body_that_is_not_a_multipart_form_is_refused(app, channel, body, content_type):
+    before = left_behind(app)
+    response = channel.post(body, content_type)
+    assert_refused(app, channel, response, before, 415, "not_multipart", "multipart/form-data")
+
+
+def test_multipart_form_without_a_file_part_is_told_to_choose_one(app, channel):
+    before = left_behind(app)
+    body = channel.multipart(b"essay.txt", ESSAY).replace(b'name="file"', b'name="document"')
+    response = channel.post(body, hostile.multipart_type())
+    assert_refused(app, channel, response, before, 400, "no_file", "Choose a file")
+
+
+@LARGE_BODY
+def test_huge_text_file_over_the_assignment_limit_is_refused_with_413(app, channel, world):
+    before = left_behind(app)
+    huge = b"All work and no play makes a dull essay.\n" * (3 * 1024 * 1024 // 41)
+    response = channel.upload(huge, "essay.txt")
+    assert_refused(app, channel, response, before, 413, "too_large", "at most 2 MB")
+
+
+@LARGE_BODY
+def test_body_over_the_server_limit_is_refused_with_413_before_it_is_read(app, channel):
+    before = left_behind(app)
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    response = channel.upload(b"x" * (2 * 1024 * 1024), "essay.txt")
+    assert response.status_code == 413
+    if channel.name == "api":
+        assert channel.refusal(response)[0] == "request_entity_too_large"
+    assert "at most" in response.get_data(as_text=True)
+    assert left_behind(app) == before
+
+
+def test_idempotency_key_longer_than_documented_is_refused(app, client, auth, world):
+    before = left_behind(app)
+    response = upload_api(client, auth.token("alice@uni.test"), world.essay.id, ESSAY,
+                          "essay.txt", key="k" * 101)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "bad_idempotency_key"
+    assert left_behind(app) == before
+
+
+# --- accepted, then dealt with by the pipeline ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clamd(tmp_path_factory):
+    server = ClamdServer(tmp_path_factory.mktemp("clamd")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["clamd", "built-in"])
+def scanner(request, app):
+    if request.param == "clamd":
+        app.config.update(CLAMD_SOCKET=str(request.getfixturevalue("clamd").socket),
+                          CLAMD_URL=None)
+    else:
+        app.config.update(CLAMD_SOCKET=None, CLAMD_URL=None)
+    return request.param
+
+
+def submit(client, auth, assignment, content, filename):
+    response = upload_api(client, auth.token("alice@uni.test"), assignment.id, content, filename)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["id"]
+
+
+def processed(app, submission_id, seconds=60):
+    """Run every queued job, bounded in time, and return the submission as its owner sees it."""
+    started = time.monotonic()
+    run_jobs()
+    assert time.monotonic() - started < seconds
+    viewer = app.test_client()
+    view = viewer.get(f"/api/v1/submissions/{submission_id}",
+                      headers=Auth(viewer).token("alice@uni.test")).get_json()
+    view["step"] = {step["name"]: step for step in view["steps"]}
+    return view
+
+
+def served(app, submission_id, what):
+    viewer = app.test_client()
+    Auth(viewer).login("alice@uni.test")
+    return viewer.get(f"/submissions/{submission_id}/{what}")
+
+
+def assert_rejected_unread(app, view, detail):
+    assert view["status"] == "rejected"
+    assert view["step"]["scan"]["status"] == "failed"
+    assert detail in view["step"]["scan"]["detail"]
+    assert {name for name, step in view["step"].items() if step["status"] == "skipped"} == {
+        "store", "plagiarism", "admin_sync", "email", "thumbnail"}
+    assert served(app, view["id"], "file").status_code == 404
+    assert not (Path(app.config["STORAGE_DIR"]) / "objects").exists()
+
+
+@pytest.mark.slow
+def test_zip_bomb_is_rejected_quickly_without_being_unpacked(app, client, auth, world, scanner):
+    bomb = hostile.zip_bomb(copies=8, inner_mib=1024)
+    assert len(bomb) < 64 * 1024  # eight GiB of zeros behind a file of a few KB
+    submission_id = submit(client, auth, world.essay, bomb, "coursework.zip")
+    view = processed(app, submission_id, seconds=30)
+    assert_rejected_unread(app, view, "could not be checked completely for viruses")
+
+
+@pytest.mark.slow
+def test_virus_hidden_in_a_zip_behind_a_pdf_is_found(app, client, auth, world, scanner):
+    polyglot = hostile.pdf_zip_polyglot({"essay.txt": ESSAY, "tools/eicar.com": samples.EICAR})
+    assert samples.EICAR not in polyglot  # only a scanner that inflates the zip can see it
+    submission_id = submit(client, auth, world.essay, polyglot, "essay.pdf")
+    view = processed(app, submission_id)
+    assert_rejected_unread(app, view, "found Submissions.Test.EICAR")
+
+
+def test_clean_pdf_with_a_zip_appended_is_kept_byte_for_byte_and_served_as_a_download(
+        app, client, auth, world):
+    polyglot = hostile.pdf_zip_polyglot({"essay.txt": ESSAY})
+    submission_id = submit(client, auth, world.essay, polyglot, "essay.pdf")
+    view = processed(app, submission_id)
+    assert view["status"] == "completed"
+    download = served(app, submission_id, "file")
+    assert download.status_code == 200
+    assert download.data == polyglot
+    assert download.mimetype == "application/pdf"
+    assert download.headers["Content-Disposition"].startswith("attachment")
+
+
+@pytest.mark.parametrize("content, filename, reason", [
+    (hostile.png_declaring(30000, 30000), "sketch.png", "30,000 × 30,000 pixels"),
+    (samples.png_bomb(16000, 16000), "sketch.png", "more than the 50 megapixels"),
+    (samples.corrupt_pdf(), "essay.pdf", "damaged or not really a PDF"),
+    (hostile.truncated_pdf(), "essay.pdf", "damaged or not really a PDF"),
+    (b"%PDF-1.7\n", "essay.pdf", "damaged or not really a PDF"),
+], ids=["png declaring 30000x30000", "png bomb", "corrupt pdf", "truncated pdf",
+        "pdf header only"])
+def test_unreadable_or_bomb_picture_completes_without_a_preview_after_one_try(
+        app, client, auth, world, content, filename, reason):
+    submission_id = submit(client, auth, world.essay, content, filename)
+    view = processed(app, submission_id, seconds=30)
+    assert view["status"] == "completed"
+    preview = view["step"]["thumbnail"]
+    assert (preview["status"], preview["attempts"]) == ("skipped", 1)
+    assert preview["detail"].startswith("No preview: ")
+    assert reason in preview["detail"]
+    assert view["thumbnail_url"] is None
+    assert served(app, submission_id, "thumbnail").status_code == 404
+    assert served(app, submission_id, "file").data == content
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param(hostile.pdf_with_pages(levels=6, fan_out=10), id="a million pages"),
+    pytest.param(hostile.pdf_image_bomb(mib=512), id="a 512 MB image on its page"),
+])
+def test_enormous_pdf_is_previewed_from_its_first_page_within_bounds(
+        app, client, auth, world, content):
+    assert len(content) < 1024 * 1024
+    submission_id = submit(client, auth, world.essay, content, "essay.pdf")
+    view = processed(app, submission_id, seconds=30)
+    assert view["status"] == "completed"
+    assert view["step"]["thumbnail"]["detail"] == "Preview ready (first page)"
+    assert all(step["attempts"] <= 1 for step in view["steps"])
+    thumbnail = served(app, submission_id, "thumbnail")
+    assert thumbnail.status_code == 200 and thumbnail.mimetype == "image/png"
+
+
+def test_office_file_whose_text_inflates_past_the_limit_is_not_unpacked(
+        app, client, auth, world):
+    bomb = hostile.zip_of_zeros(90, name="word/document.xml")
+    submission_id = submit(client, auth, world.essay, bomb, "essay.docx")
+    view = processed(app, submission_id, seconds=30)
+    assert view["status"] == "completed"
+    assert view["step"]["plagiarism"]["attempts"] == 1
+    assert view["step"]["plagiarism"]["status"] in ("succeeded", "skipped")
+
+
+def test_strange_but_harmless_names_are_kept_exactly_and_never_used_as_paths(
+        app, client, auth, world):
+    names = ['essay "final"; filename=evil.txt', "%2e%2e%2fpasswd.txt", "Résumé – 論文 📝.txt",
+             "CON.txt", "essay.pdf.txt"]
+    storage = Path(app.config["STORAGE_DIR"]).resolve()
+    for name in names:
+        submission_id = submit(client, auth, world.essay, ESSAY + name.encode(), name)
+        view = processed(app, submission_id)
+        assert (view["status"], view["filename"]) == ("completed", name)
+        stored = Path(db.session.get(Submission, submission_id).stored_path).resolve()
+        assert stored.is_relative_to(storage / "objects")
+        assert stored.name == view["sha256"]
+        download = served(app, submission_id, "file")
+        assert download.data == ESSAY + name.encode()
+        disposition = download.headers["Content-Disposition"]
+        assert disposition.startswith("attachment;")
+        assert "\r" not in disposition and "\n" not in disposition
