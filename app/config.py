@@ -39,15 +39,17 @@ class Config:
     PUBLIC_URL = os.environ.get("PUBLIC_URL") or f"http://127.0.0.1:{_int('PORT', 5000)}"
     MAIL_FROM = os.environ.get("MAIL_FROM") or "Submissions <no-reply@submissions.local>"
     # Retry delays are multiplied by this; tests set it to 0 so retries run at once.
-    RETRY_BACKOFF_SCALE = 1.0
+    RETRY_BACKOFF_SCALE = float(os.environ.get("RETRY_BACKOFF_SCALE") or 1.0)
     # (attempts, seconds): per student for uploads, per account and address for logins.
     INTAKE_RATE_LIMIT = (20, 60)
     LOGIN_RATE_LIMIT = (10, 300)
     # Seconds a client is asked to wait when intake is overloaded.
     INTAKE_RETRY_AFTER = 5
-    RECONCILE_GRACE_SECONDS = 15
+    RECONCILE_EVERY_SECONDS = _int("RECONCILE_EVERY_SECONDS", 20)
+    ROLLUP_EVERY_SECONDS = _int("ROLLUP_EVERY_SECONDS", 12)
+    RECONCILE_GRACE_SECONDS = _int("RECONCILE_GRACE_SECONDS", 15)
     # Workers heartbeat their running job every 10 s (worker.py); three missed beats is dead.
-    WORKER_DEAD_AFTER_SECONDS = 35
+    WORKER_DEAD_AFTER_SECONDS = _int("WORKER_DEAD_AFTER_SECONDS", 35)
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -62,7 +64,7 @@ class ProductionConfig(Config):
 class TestingConfig(Config):
     ENV_NAME = "testing"
     TESTING = True
-    RETRY_BACKOFF_SCALE = 0.0
+    RETRY_BACKOFF_SCALE = float(os.environ.get("RETRY_BACKOFF_SCALE") or 0.0)
 
 
 CONFIGS = {

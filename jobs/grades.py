@@ -5,88 +5,31 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from rq import Queue, Retry, get_current_job
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
-from rq_scheduler import Scheduler
+from rq import get_current_job
 from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
 from app import flash
 from app.events.publisher import emit
-from app.extensions import db, get_redis
+from app.extensions import db
 from app.grades.marking import emit_grade, emit_marking, markable_ids
-from app.models import Assignment, Enrollment, Grade, OutboxEmail, Submission, utcnow
+from app.grades.release import enqueue_grade_email, grade_email_key
+from app.models import (
+    Assignment,
+    Enrollment,
+    Event,
+    EventTopic,
+    Grade,
+    OutboxEmail,
+    Submission,
+    utcnow,
+)
 from app.services import mailer
 
 log = logging.getLogger(__name__)
 
-QUEUE = "grades"
-RELEASE_TIMEOUT = 600
-RELEASE_RETRY_DELAYS = (5, 15, 60, 300)
-EMAIL_QUEUE = "email"
-EMAIL_TIMEOUT = 60
-EMAIL_RETRY_DELAYS = (15, 30, 60, 120, 300, 600, 600)
-RESULT_TTL = 24 * 3600
-FAILURE_TTL = 30 * 24 * 3600
 # rq-scheduler moves a job when its whole second comes round, possibly just before our clock.
 CLOCK_SKEW = timedelta(seconds=2)
-LIVE_JOB_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
-                     JobStatus.STARTED}
-
-
-def retry_policy(delays):
-    scale = current_app.config["RETRY_BACKOFF_SCALE"]
-    return Retry(max=len(delays), interval=[round(delay * scale) for delay in delays])
-
-
-def release_scheduler():
-    return Scheduler(queue_name=QUEUE, connection=get_redis())
-
-
-def enqueue_release(assignment_id, job_id, at=None):
-    """Queue the release job at once, or hand it to rq-scheduler to queue at `at`."""
-    retry = retry_policy(RELEASE_RETRY_DELAYS)
-    description = f"release grades of assignment {assignment_id}"
-    if at is None:
-        Queue(QUEUE, connection=get_redis()).enqueue(
-            "jobs.grades.release", assignment_id, job_id=job_id, job_timeout=RELEASE_TIMEOUT,
-            retry=retry, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
-            description=description,
-        )
-        return
-    job = release_scheduler().enqueue_at(
-        at, "jobs.grades.release", assignment_id, job_id=job_id, timeout=RELEASE_TIMEOUT,
-        job_result_ttl=RESULT_TTL, job_description=description,
-    )
-    # enqueue_at takes no retry policy; give the stored job the same one as an immediate release.
-    job.retries_left = retry.max
-    job.retry_intervals = retry.intervals
-    job.failure_ttl = FAILURE_TTL
-    job.save()
-
-
-def cancel_release_job(job_id):
-    redis = get_redis()
-    release_scheduler().cancel(job_id)
-    try:
-        job = Job.fetch(job_id, connection=redis)
-    except NoSuchJobError:
-        return
-    if job.get_status(refresh=False) != JobStatus.STARTED:
-        job.delete()
-
-
-def release_job_alive(job_id):
-    redis = get_redis()
-    if job_id in release_scheduler():
-        return True
-    try:
-        status = Job.fetch(job_id, connection=redis).get_status(refresh=False)
-    except NoSuchJobError:
-        return False
-    # A scheduled-status job no longer in the scheduler's set was cancelled or lost.
-    return status in (JobStatus.QUEUED, JobStatus.STARTED)
 
 
 def release(assignment_id):
@@ -100,7 +43,7 @@ def release(assignment_id):
 
 def release_grades(assignment_id, job_id):
     """Release if this job is still the assignment's release and it is due; then tell every
-    student whose grade has not been announced yet. The flash goes out only with the release."""
+    student whose grade has not been announced yet, and announce the release once."""
     now = utcnow()
     won = db.session.execute(
         update(Assignment)
@@ -117,14 +60,14 @@ def release_grades(assignment_id, job_id):
         db.session.rollback()
         return "stale: cancelled, moved or not due"
     announced = announce_grades(assignment, now)
-    if won:
-        announce_release(assignment)
     if won or announced:
         emit_marking(assignment)
+    # The grades go out with this commit; the banners for everyone follow in their own.
     db.session.commit()
+    flashed = announce_release(assignment)
     queued = enqueue_grade_emails(assignment)
-    return f"{'released' if won else 'already released'}; {announced} grades announced, " \
-           f"{queued} emails queued"
+    return (f"{'released' if won else 'already released'}; {announced} grades announced, "
+            f"{flashed} flash messages, {queued} emails queued")
 
 
 def announce_grades(assignment, now):
@@ -148,6 +91,18 @@ def announce_grades(assignment, now):
 
 
 def announce_release(assignment):
+    """"Grades for X are out" to everyone enrolled, and on assignment.<id>, exactly once."""
+    topic = f"assignment.{assignment.id}"
+    # Serialises announcers on PostgreSQL; SQLite allows one writer at a time anyway.
+    db.session.execute(select(Assignment.id).where(Assignment.id == assignment.id)
+                       .with_for_update())
+    done = db.session.execute(
+        select(EventTopic.event_id).join(Event)
+        .where(EventTopic.topic == topic, Event.type == "flash").limit(1)
+    ).first()
+    if done:
+        db.session.rollback()
+        return 0
     text = f"Grades for {assignment.course.code}: {assignment.title} are out"
     link_url = f"/assignments/{assignment.id}"
     enrolled = db.session.execute(
@@ -155,8 +110,9 @@ def announce_release(assignment):
     ).scalars().all()
     flash.send_flash(enrolled, text, level="success", link_url=link_url, link_text="See your grade")
     emit("flash", {"assignment_id": assignment.id, "text": text, "level": "success",
-                   "link_url": link_url, "link_text": "See your grade"},
-         [f"assignment.{assignment.id}"])
+                   "link_url": link_url, "link_text": "See your grade"}, [topic])
+    db.session.commit()
+    return len(enrolled)
 
 
 def enqueue_grade_emails(assignment):
@@ -171,28 +127,6 @@ def enqueue_grade_emails(assignment):
                OutboxEmail.sent_at.is_not(None))
     ).scalars()) if announced else set()
     return sum(enqueue_grade_email(s) for s in announced if grade_email_key(s) not in sent)
-
-
-def grade_email_key(submission_id):
-    return f"grade:{submission_id}"
-
-
-def enqueue_grade_email(submission_id):
-    """Queue the student's grade email unless a job for it is already waiting or running."""
-    redis = get_redis()
-    job_id = f"grade-email-{submission_id}"
-    try:
-        if Job.fetch(job_id, connection=redis).get_status(refresh=False) in LIVE_JOB_STATUSES:
-            return False
-    except NoSuchJobError:
-        pass
-    retry = retry_policy(EMAIL_RETRY_DELAYS)
-    Queue(EMAIL_QUEUE, connection=redis).enqueue(
-        "jobs.grades.send_grade_email", submission_id, job_id=job_id,
-        job_timeout=EMAIL_TIMEOUT, retry=retry, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
-        description=f"grade email for submission {submission_id}",
-    )
-    return True
 
 
 def grade_email_body(submission, grade, public_url):
@@ -222,6 +156,7 @@ def send_grade_email(submission_id):
         grade_email_body(submission, grade, current_app.config["PUBLIC_URL"]),
     )
     detail = mailer.deliver(row, current_app.config)
+    job = get_current_job()
     log.info("event=grade_email submission_id=%s job_id=%s detail=%r",
-             submission_id, get_current_job().id if get_current_job() else None, detail)
+             submission_id, job.id if job is not None else None, detail)
     return detail

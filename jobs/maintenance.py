@@ -13,11 +13,9 @@ from app import pipeline
 from app.extensions import db, get_redis
 from app.grades.release import restore_scheduled_releases
 from app.models import StepRun, Submission, utcnow
-from jobs.rollup import ROLLUP_EVERY
 
 log = logging.getLogger(__name__)
 
-RECONCILE_EVERY = 20
 LIVE_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -91,8 +89,8 @@ def reconcile():
 
 
 PERIODIC = {
-    "periodic-reconcile": ("jobs.maintenance.reconcile", RECONCILE_EVERY),
-    "periodic-rollup": ("jobs.rollup.roll_up", ROLLUP_EVERY),
+    "periodic-reconcile": ("jobs.maintenance.reconcile", "RECONCILE_EVERY_SECONDS"),
+    "periodic-rollup": ("jobs.rollup.roll_up", "ROLLUP_EVERY_SECONDS"),
 }
 
 
@@ -116,7 +114,8 @@ def schedule_periodic(scheduler, only=None):
     for job_id in only or PERIODIC:
         if job_id in scheduler:
             scheduler.cancel(job_id)
-        func, every = PERIODIC[job_id]
+        func, setting = PERIODIC[job_id]
+        every = current_app.config[setting]
         scheduler.schedule(
             scheduled_time=utcnow().replace(tzinfo=None), func=func, interval=every,
             repeat=None, id=job_id, queue_name="maintenance", result_ttl=every * 3,

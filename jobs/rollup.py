@@ -19,7 +19,6 @@ from app.pipeline import STEPS
 
 log = logging.getLogger(__name__)
 
-ROLLUP_EVERY = 12
 # An upload is stamped when it arrives and committed a moment later: recount this far back.
 LATE_COMMIT_SLACK = timedelta(minutes=1)
 

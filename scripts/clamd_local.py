@@ -1,6 +1,7 @@
 """Start a private clamd with the project's own signature database (no download needed)."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,13 +31,18 @@ def socket_path(workdir):
     return sock
 
 
-def write_config(workdir, tcp_port=None):
+def write_config(workdir, tcp_port=None, **settings):
+    """clamd.conf from the template; `settings` replace template lines, e.g. MaxFiles=100."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     sock = socket_path(workdir)
     text = CONFIG_TEMPLATE.read_text().format(
         socket=sock, signatures=SIGNATURES, workdir=workdir,
     )
+    for option, value in settings.items():
+        text, found = re.subn(rf"^{option} .*$", f"{option} {value}", text, flags=re.MULTILINE)
+        if not found:
+            raise ValueError(f"{option} is not in {CONFIG_TEMPLATE.name}")
     if tcp_port:
         text += f"TCPSocket {tcp_port}\nTCPAddr 127.0.0.1\n"
     config = workdir / "clamd.conf"
@@ -64,9 +70,9 @@ def _diagnostics(workdir):
     return "\n".join(parts) or "no output"
 
 
-def start(workdir, tcp_port=None, seconds=60):
+def start(workdir, tcp_port=None, seconds=60, **settings):
     """Start clamd in the foreground of a child process; returns (process, socket path)."""
-    config, sock = write_config(workdir, tcp_port)
+    config, sock = write_config(workdir, tcp_port, **settings)
     if ping(sock):
         raise RuntimeError(f"a clamd already answers at {sock}; stop it first")
     stderr_path = Path(workdir) / "clamd.stderr"

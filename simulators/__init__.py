@@ -72,8 +72,8 @@ class Simulator:
         return f"http://{host}:{port}"
 
     def start(self):
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name=type(self).__name__)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True, name=type(self).__name__)
         self._thread.start()
         return self
 

@@ -23,7 +23,7 @@ import json
 import re
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from urllib.parse import unquote, urlsplit
 
@@ -43,8 +43,9 @@ ROUTES = [
 ]
 
 
-def now_iso():
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def now_iso(later=0.0):
+    when = datetime.now(UTC) + timedelta(seconds=later)
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def shingles(text):
@@ -171,6 +172,7 @@ class TurnitinSimulator(Simulator):
             submission["report"] = {
                 "requested_at": time.monotonic(),
                 "time_requested": now_iso(),
+                "time_generated": now_iso(self.report_seconds),
                 **self._compare(submission, exclude_own),
             }
             if (settings.get("indexing_settings") or {}).get("add_to_index"):
@@ -186,7 +188,7 @@ class TurnitinSimulator(Simulator):
         if time.monotonic() < report["requested_at"] + self.report_seconds:
             return Reply(200, {**answer, "status": "PROCESSING"})
         scores = {k: v for k, v in report.items() if k not in ("requested_at", "time_requested")}
-        return Reply(200, {**answer, "status": "COMPLETE", "time_generated": now_iso(), **scores})
+        return Reply(200, {**answer, "status": "COMPLETE", **scores})
 
     def _compare(self, submission, exclude_own):
         mine = shingles(submission["text"])

@@ -112,7 +112,7 @@ def pdf_with_pages(levels=6, fan_out=10):
     return pdf_document(objects)
 
 
-def pdf_image_bomb(mib=512):
+def pdf_image_bomb(mib=384):
     """One page drawing a grey image of `mib` MiB of pixels from under a KB per MiB."""
     width = 16384
     height = mib * MiB // width

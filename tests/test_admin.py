@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import sqlalchemy as sa
 from flask import url_for
-from flask.testing import FlaskClient
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
@@ -20,7 +19,7 @@ from app.extensions import db, get_redis
 from app.models import Assignment, Event, FlashMessage, StepRun, Submission, User, utcnow
 from app.ops.dashboard import TOPIC
 from tests.conftest import Auth, Client, csrf_from, run_jobs
-from tests.e2e.sse import StreamReader
+from tests.e2e.live import client_for, follow, open_stream
 from tests.services import free_port
 
 HEARTBEAT = 0.2
@@ -81,14 +80,6 @@ def id_of(record):
     return sa.inspect(record).identity[0]
 
 
-class OwnContextClient(FlaskClient):
-    """A browser for streams: each request in its own application context, as in a server."""
-
-    def open(self, *args, **kwargs):
-        with self.application.app_context():
-            return super().open(*args, **kwargs)
-
-
 @pytest.fixture
 def live(app):
     app.config.update(SSE_HEARTBEAT_SECONDS=HEARTBEAT, SSE_GAP_WAIT_SECONDS=0.5)
@@ -96,17 +87,9 @@ def live(app):
     event_hub.stop_hub()
 
 
-def stream_as(app, email, topic):
-    browser = OwnContextClient(app, app.response_class, use_cookies=True)
-    Auth(browser).login(email)
-    return browser.get(f"/events?topic={topic}", buffered=False)
-
-
-def follow(app, email, topic):
-    """An open event stream that is known to be live: a probe sent now has come through."""
-    response = stream_as(app, email, topic)
-    assert response.status_code == 200
-    reader = StreamReader(response)
+def follow_live(app, name, topic):
+    """An open event stream known to be live: a probe sent now has come through."""
+    reader = follow(client_for(app, name), topic)
     emit("probe", {"probe": topic}, [topic])
     db.session.commit()
     assert [frame.data for frame in reader.events(1, timeout=4)] == [{"probe": topic}]
@@ -445,7 +428,7 @@ def test_dashboard_shows_rolled_up_figures_and_publishes_them_to_admins(app, adm
 
 
 def test_dashboard_figures_arrive_live_on_the_admin_stream(app, world, live):
-    reader = follow(app, "root@uni.test", TOPIC)
+    reader = follow_live(app, "root", TOPIC)
     try:
         upload(app, world)
         Queue("maintenance", connection=get_redis()).enqueue("jobs.rollup.roll_up")
@@ -460,8 +443,8 @@ def test_dashboard_figures_arrive_live_on_the_admin_stream(app, world, live):
 
 
 def test_students_and_staff_cannot_follow_the_dashboard_stream(app, world, live):
-    for email in ("alice@uni.test", "sam@uni.test"):
-        response = stream_as(app, email, TOPIC)
+    for name in ("alice", "sam"):
+        response = open_stream(client_for(app, name), TOPIC)
         assert response.status_code == 403
         response.close()
 
@@ -480,7 +463,7 @@ def flash_recipients():
 
 def test_flash_to_a_course_reaches_every_member_live(app, admin_client, world, live):
     alice = id_of(world.users["alice"])
-    reader = follow(app, "alice@uni.test", f"user.{alice}")
+    reader = follow_live(app, "alice", f"user.{alice}")
     try:
         response = compose(admin_client, audience="course", course_id=str(id_of(world.cs)),
                            text="Lab moved to room 4", level="warning", link_url="/",
@@ -534,7 +517,7 @@ def test_open_streams_show_in_metrics_and_on_the_dashboard(app, admin_client, wo
 
     assert metric() == 0
     alice = id_of(world.users["alice"])
-    readers = [follow(app, "alice@uni.test", f"user.{alice}"), follow(app, "root@uni.test", TOPIC)]
+    readers = [follow_live(app, "alice", f"user.{alice}"), follow_live(app, "root", TOPIC)]
     try:
         assert wait_for(lambda: metric() == 2)
         Queue("maintenance", connection=get_redis()).enqueue("jobs.rollup.roll_up")

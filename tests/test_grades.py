@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rq import Queue
 from rq_scheduler import Scheduler
+from sqlalchemy import update
 
 from app.extensions import db, get_redis
 from app.models import (
@@ -104,6 +105,7 @@ def scheduled_job_ids():
     return [job.id for job in Scheduler(queue_name="grades", connection=get_redis()).get_jobs()]
 
 
+@pytest.mark.slow  # runs the whole pipeline for three uploads
 def test_marking_page_shows_each_students_latest_submission_with_its_checks(
         client, auth, world, ids):
     world.essay.due_at = utcnow() - timedelta(minutes=5)
@@ -464,3 +466,48 @@ def test_only_the_courses_staff_may_follow_the_marking_topic(client, auth, world
         assert stream.mimetype == "text/event-stream"
     finally:
         stream.close()
+
+
+def test_reconcile_releases_a_schedule_left_overdue_by_a_stopped_scheduler(
+        client, auth, world, ids, smtp):
+    from jobs.maintenance import reconcile
+
+    alice_sub = submission_for(world, "alice")
+    headers = auth.token("sam@uni.test")
+    client.put(f"/api/v1/submissions/{alice_sub}/grade", headers=headers, json={"score": 40})
+    client.post(f"/api/v1/assignments/{ids.essay}/release", headers=headers,
+                json={"at": (utcnow() + timedelta(hours=1)).isoformat()})
+    stuck = release_state(ids.essay).release_job_id
+    scheduler = Scheduler(queue_name="grades", connection=get_redis())
+
+    def due_ago(delay):
+        # As if the release time had come and gone with no scheduler process running.
+        due = utcnow() - delay
+        db.session.execute(update(Assignment).where(Assignment.id == ids.essay)
+                           .values(release_at=due))
+        db.session.commit()
+        get_redis().zadd(scheduler.scheduled_jobs_key, {stuck: due.timestamp()})
+
+    due_ago(timedelta(seconds=10))  # a running scheduler moves it any moment: leave it
+    reconcile()
+    assert scheduled_job_ids() == [stuck]
+    due_ago(timedelta(minutes=2))
+    reconcile()
+    assert scheduled_job_ids() == []
+    run_jobs(["grades", "email"])
+    api, _ = student_view(client, auth, "alice@uni.test", alice_sub)
+    assert api["grade"]["score"] == 40
+    assert [m["To"] for m in smtp.messages] == ["alice@uni.test"]
+
+
+def test_a_mark_saved_from_a_page_drawn_before_a_resubmission_is_refused(client, auth, world,
+                                                                         ids):
+    earlier = submission_for(world, "alice", ago=timedelta(hours=2))
+    auth.login("sam@uni.test")
+    page = marking_page(client, ids.essay).get_data(as_text=True)
+    latest = submission_for(world, "alice", ago=timedelta(minutes=1))
+    response = client.post(f"/staff/submissions/{earlier}/grade", data={
+        "csrf_token": csrf_from(page), f"s{earlier}-score": "30"}, follow_redirects=True)
+    assert "Alice has a newer submission; mark that one." in response.get_data(as_text=True)
+    assert f'name="s{latest}-score"' in response.get_data(as_text=True)
+    assert db.session.query(Grade).count() == 0

@@ -1,11 +1,12 @@
 import io
+import time
 
 import pytest
 from PIL import Image
 
 from app.extensions import db, get_redis
 from app.models import Event, ExternalRecord, StepRun, Submission
-from app.services.circuit import CircuitBreaker
+from app.services.circuit import CircuitBreaker, CircuitOpen
 from tests.conftest import run_jobs
 from tests.helpers import upload_api
 from tests.simulators import (  # noqa: F401
@@ -303,6 +304,24 @@ def test_circuit_opens_after_repeated_failures_and_closes_when_turnitin_is_back(
         assert view["status"] == "completed"
         assert step(view)["status"] == "succeeded"
     assert len(turnitin.submissions) == 2
+
+
+def test_while_one_trial_call_is_in_flight_other_workers_keep_waiting(app):
+    first_worker = CircuitBreaker(get_redis(), "turnitin", threshold=2, cooldown=1)
+    second_worker = CircuitBreaker(get_redis(), "turnitin", threshold=2, cooldown=1)
+    first_worker.record_failure()
+    second_worker.record_failure()
+    with pytest.raises(CircuitOpen):
+        first_worker.before_call()
+
+    time.sleep(1.1)
+    assert second_worker.state == "half-open"
+    first_worker.before_call()  # the trial call
+    with pytest.raises(CircuitOpen):
+        second_worker.before_call()
+    first_worker.record_success()
+    assert second_worker.state == "closed"
+    second_worker.before_call()
 
 
 def test_file_turnitin_cannot_read_is_skipped_with_the_reason(client, auth, world, turnitin):

@@ -259,6 +259,18 @@ def test_file_over_the_stream_limit_is_refused_clearly_over_tcp(clamd, tmp_path)
         scanner.scan(big)
 
 
+def test_clamd_with_a_lower_stream_limit_than_assumed_is_reported_as_such(tmp_path):
+    strict = ClamdServer(tmp_path / "clamd", StreamMaxLength="1M").start()
+    try:
+        big = tmp_path / "big.bin"
+        big.write_bytes(bytes(3 * clamav.MiB))
+        scanner = clamav.ClamdScanner(socket_path=str(strict.socket))
+        with pytest.raises(clamav.ScanFailed, match="StreamMaxLength is lower than the 100 MB"):
+            scanner.scan(big)
+    finally:
+        strict.stop()
+
+
 def test_scanner_for_picks_clamd_when_configured_else_the_built_in():
     assert isinstance(clamav.scanner_for({"CLAMD_SOCKET": "/run/clamd.sock"}), clamav.ClamdScanner)
     tcp = clamav.scanner_for({"CLAMD_URL": "tcp://scanner.internal:3311"})
@@ -278,3 +290,17 @@ def test_shipped_clamd_config_matches_the_limits_the_scanners_assume():
     assert int(settings["MaxRecursion"]) == clamav.MAX_RECURSION
     assert int(settings["MaxFiles"]) == clamav.MAX_FILES
     assert settings["AlertExceedsMax"] == "yes"
+
+
+def test_private_clamd_starts_from_a_directory_too_deep_for_a_unix_socket(tmp_path):
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 5)
+    assert len(str(deep / "clamd.sock")) > clamd_local.MAX_SOCKET_PATH
+    server = ClamdServer(deep).start()
+    try:
+        assert len(str(server.socket)) <= clamd_local.MAX_SOCKET_PATH
+        scanner = clamav.ClamdScanner(socket_path=str(server.socket))
+        eicar = tmp_path / "eicar.txt"
+        eicar.write_bytes(samples.EICAR)
+        assert scanner.scan(eicar).infected
+    finally:
+        server.stop()

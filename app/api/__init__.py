@@ -1,4 +1,4 @@
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
@@ -28,6 +28,10 @@ def _api_error(exc):
 
 @bp.errorhandler(HTTPException)
 def _http_error(exc):
+    if exc.code == 413:
+        # Werkzeug refused the body before intake saw it; say the limit as intake would.
+        return error_response(413, "too_large",
+                              f"Files may be at most {current_app.config['MAX_UPLOAD_MB']} MB.")
     code = (exc.name or "error").lower().replace(" ", "_")
     return error_response(exc.code or 500, code, exc.description or exc.name)
 

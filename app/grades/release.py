@@ -8,24 +8,115 @@ import math
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from flask import current_app
 from redis.exceptions import RedisError
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq_scheduler import Scheduler
 from sqlalchemy import select, update
 
-from app.extensions import db
+from app.extensions import db, get_redis
 from app.grades.marking import emit_grade, emit_marking, is_markable
 from app.models import Assignment, Grade, utcnow
-from jobs.grades import (
-    cancel_release_job,
-    enqueue_grade_email,
-    enqueue_release,
-    release_job_alive,
-)
 
 log = logging.getLogger(__name__)
 
 MAX_FEEDBACK = 10_000
 # A restored release this close to now is queued at once rather than through the scheduler.
 SCHEDULER_LEAD = timedelta(seconds=2)
+# A scheduler polls every few seconds; a due job left this long has nobody to move it.
+SCHEDULER_STALLED = timedelta(seconds=60)
+
+# Job policy for the release and its emails (jobs/grades.py); queue names are in app/pipeline.py.
+QUEUE = "grades"
+RELEASE_TIMEOUT = 600
+RELEASE_RETRY_DELAYS = (5, 15, 60, 300)
+EMAIL_QUEUE = "email"
+EMAIL_TIMEOUT = 60
+EMAIL_RETRY_DELAYS = (15, 30, 60, 120, 300, 600, 600)
+RESULT_TTL = 24 * 3600
+FAILURE_TTL = 30 * 24 * 3600
+LIVE_JOB_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
+                     JobStatus.STARTED}
+
+
+def retry_policy(delays):
+    scale = current_app.config["RETRY_BACKOFF_SCALE"]
+    return Retry(max=len(delays), interval=[round(delay * scale) for delay in delays])
+
+
+def release_scheduler():
+    return Scheduler(queue_name=QUEUE, connection=get_redis())
+
+
+def enqueue_release(assignment_id, job_id, at=None):
+    """Queue the release job at once, or hand it to rq-scheduler to queue at `at`."""
+    retry = retry_policy(RELEASE_RETRY_DELAYS)
+    description = f"release grades of assignment {assignment_id}"
+    if at is None:
+        Queue(QUEUE, connection=get_redis()).enqueue(
+            "jobs.grades.release", assignment_id, job_id=job_id, job_timeout=RELEASE_TIMEOUT,
+            retry=retry, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+            description=description,
+        )
+        return
+    job = release_scheduler().enqueue_at(
+        at, "jobs.grades.release", assignment_id, job_id=job_id, timeout=RELEASE_TIMEOUT,
+        job_result_ttl=RESULT_TTL, job_description=description,
+    )
+    # enqueue_at takes no retry policy; give the stored job the same one as an immediate release.
+    job.retries_left = retry.max
+    job.retry_intervals = retry.intervals
+    job.failure_ttl = FAILURE_TTL
+    job.save()
+
+
+def cancel_release_job(job_id):
+    redis = get_redis()
+    release_scheduler().cancel(job_id)
+    try:
+        job = Job.fetch(job_id, connection=redis)
+    except NoSuchJobError:
+        return
+    if job.get_status(refresh=False) != JobStatus.STARTED:
+        job.delete()
+
+
+def release_job_alive(job_id):
+    scheduler = release_scheduler()
+    due = scheduler.connection.zscore(scheduler.scheduled_jobs_key, job_id)
+    if due is not None:
+        # Long overdue in the scheduler's set means no scheduler is running to move it.
+        return due > (utcnow() - SCHEDULER_STALLED).timestamp()
+    try:
+        status = Job.fetch(job_id, connection=scheduler.connection).get_status(refresh=False)
+    except NoSuchJobError:
+        return False
+    # A scheduled-status job no longer in the scheduler's set was cancelled or lost.
+    return status in (JobStatus.QUEUED, JobStatus.STARTED)
+
+
+def grade_email_key(submission_id):
+    return f"grade:{submission_id}"
+
+
+def enqueue_grade_email(submission_id):
+    """Queue the student's grade email unless a job for it is already waiting or running."""
+    redis = get_redis()
+    job_id = f"grade-email-{submission_id}"
+    try:
+        if Job.fetch(job_id, connection=redis).get_status(refresh=False) in LIVE_JOB_STATUSES:
+            return False
+    except NoSuchJobError:
+        pass
+    retry = retry_policy(EMAIL_RETRY_DELAYS)
+    Queue(EMAIL_QUEUE, connection=redis).enqueue(
+        "jobs.grades.send_grade_email", submission_id, job_id=job_id,
+        job_timeout=EMAIL_TIMEOUT, retry=retry, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+        description=f"grade email for submission {submission_id}",
+    )
+    return True
 
 
 class GradeError(ValueError):
@@ -191,7 +282,8 @@ def parse_iso_time(raw):
 
 
 def restore_scheduled_releases():
-    """Put back the release job of every pending release whose job Redis no longer has."""
+    """Put back the release job of every pending release whose job Redis no longer has (or
+    that no scheduler has moved long after it was due)."""
     now = utcnow()
     pending = db.session.execute(
         select(Assignment).where(Assignment.release_at.is_not(None),
@@ -216,6 +308,8 @@ def restore_scheduled_releases():
         db.session.commit()
         if not claimed:
             continue
+        if old_job_id:
+            cancel_release_job(old_job_id)
         at = assignment.release_at if assignment.release_at > now + SCHEDULER_LEAD else None
         enqueue_release(assignment.id, job_id, at=at)
         restored += 1

@@ -10,6 +10,7 @@ from app.grades.forms import CancelReleaseForm, GradeForm, ReleaseNowForm, Sched
 from app.grades.marking import marking_progress, marking_rows, staff_topic
 from app.grades.release import (
     GradeError,
+    NotMarkable,
     ReleaseError,
     cancel_release,
     course_time,
@@ -75,9 +76,10 @@ def marking_page(assignment, failed=None, failed_form=None, schedule_form=None, 
 @bp.route("/")
 @login_required
 def index():
-    assignments = taught_assignments(current_user)
-    if not assignments and not current_user.is_admin:
+    teaches = any(e.role == "staff" for e in current_user.enrollments)
+    if not teaches and not current_user.is_admin:
         abort(404)
+    assignments = taught_assignments(current_user)
     return render_template(
         "grades/index.html", assignments=assignments,
         progress={a.id: marking_progress(a.id) for a in assignments},
@@ -104,6 +106,11 @@ def grade(submission_id):
         return marking_page(assignment, submission.id, form, status=400)
     try:
         saved = save_grade(submission, form.score.data, form.feedback.data, current_user)
+    except NotMarkable:
+        # The page was drawn before the student submitted again: their row now shows the new one.
+        flash(f"{submission.student.display_name} has a newer submission; mark that one.",
+              "error")
+        return redirect(url_for("grades.marking", assignment_id=assignment.id), 303)
     except GradeError as exc:
         form.score.errors = [str(exc)]
         return marking_page(assignment, submission.id, form, status=400)

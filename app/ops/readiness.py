@@ -1,5 +1,6 @@
-"""Can this process do its work? Each check answers "ok", "not configured" or what went wrong,
-and gives up after a couple of seconds so a probe never hangs on a dead dependency."""
+"""Can this process do its work? Each check answers "ok", "not configured" or what went wrong.
+Redis and clamd are given TIMEOUT seconds; the database check uses the app's own engine and pool,
+so it fails as fast as a request would."""
 
 from redis import Redis
 from sqlalchemy import text
@@ -8,6 +9,7 @@ from app.extensions import db
 from app.services import clamav
 
 TIMEOUT = 2
+MAX_ANSWER = 300
 
 
 def check_database():
@@ -52,6 +54,6 @@ def readiness(config):
         try:
             answers[name] = check()
         except Exception as exc:  # any failure means "not ready", and the probe says which
-            answers[name] = f"failed: {type(exc).__name__}: {exc}"
+            answers[name] = f"failed: {type(exc).__name__}: {exc}"[:MAX_ANSWER]
     ready = all(answer in ("ok", "not configured") for answer in answers.values())
     return answers, ready

@@ -48,6 +48,14 @@ class ScanFailed(Exception):
     """clamd answered but could not scan the file; the message says why."""
 
 
+def _refused_as_too_long(client):
+    # clamd answers and hangs up mid-stream, so the sender sees a broken pipe; its answer waits.
+    try:
+        return b"size limit exceeded" in client.clamd_socket.recv(4096)
+    except OSError:
+        return False
+
+
 class _UnixSocketClient(pyclamd.ClamdUnixSocket):
     # pyclamd leaves the socket open when connect fails; close it so no descriptor leaks.
     def _init_socket(self):
@@ -115,12 +123,13 @@ class ClamdScanner:
                     answer = client.scan_file(str(path))
                 else:
                     answer = client.scan_stream(fh)
-            except pyclamd.BufferTooLongError:
-                raise ScanFailed(
-                    f"clamd at {self.address} refused the stream: its StreamMaxLength is below "
-                    f"{self.stream_max_bytes / MiB:.0f} MB"
-                ) from None
-            except OSError as exc:
+            except (pyclamd.BufferTooLongError, OSError) as exc:
+                if isinstance(exc, pyclamd.BufferTooLongError) or _refused_as_too_long(client):
+                    raise ScanFailed(
+                        f"clamd at {self.address} refused the {size / MiB:.1f} MB stream: its "
+                        f"StreamMaxLength is lower than the {self.stream_max_bytes / MiB:.0f} MB "
+                        "we assume; raise it to that"
+                    ) from None
                 raise ScannerUnavailable(
                     f"clamd at {self.address} stopped answering: {exc}"
                 ) from None

@@ -1,10 +1,35 @@
-"""Reading Server-Sent Events the way a browser does: from the Flask test client's streaming
-response, or from a raw socket to a real server."""
+"""Talking to the app as separate browsers do: test clients that do not share a logged-in
+user, and Server-Sent Events read from a test-client response or from a socket to a real
+server."""
 
 import json
 import socket
 import time
 from dataclasses import dataclass
+
+from flask.testing import FlaskClient
+
+from tests.conftest import Auth
+
+
+class OwnContextClient(FlaskClient):
+    """Each request in an application context of its own, as in a real server: the test's
+    context would otherwise carry g, and with it the logged-in user, from one client to the next."""
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
+def browser(app):
+    return OwnContextClient(app, app.response_class, use_cookies=True)
+
+
+def client_for(app, name):
+    """A browser logged in as <name>@uni.test."""
+    client = browser(app)
+    Auth(client).login(f"{name}@uni.test")
+    return client
 
 
 @dataclass(frozen=True)
@@ -134,5 +159,34 @@ class SocketStream:
             found.extend((now, frame) for frame in self._buffer.feed(chunk.decode()))
         return found
 
+    def events(self, count, seconds=5.0):
+        """The next `count` events (comments skipped); fails if they do not come in time."""
+        found = [frame for frame in self._buffer.feed(self._raw.decode()) if frame.event]
+        self._raw = b""
+        deadline = time.monotonic() + seconds
+        while len(found) < count:
+            left = deadline - time.monotonic()
+            assert left > 0, f"only {len(found)} of {count} events: {found}"
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            assert chunk, "the stream ended"
+            found.extend(frame for frame in self._buffer.feed(chunk.decode()) if frame.event)
+        assert len(found) == count, f"more events than expected: {found}"
+        return found
+
     def close(self):
         self.sock.close()
+
+
+def open_stream(client, *topics, headers=None, query=""):
+    params = "&".join([f"topic={topic}" for topic in topics] + ([query] if query else []))
+    return client.get(f"/events?{params}", headers=headers or {}, buffered=False)
+
+
+def follow(client, *topics, **kwargs):
+    """An open stream of these topics, past its opening frame."""
+    response = open_stream(client, *topics, **kwargs)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    reader = StreamReader(response)
+    assert reader.next_frame().retry is not None
+    return reader

@@ -1,0 +1,141 @@
+"""One fault run: the whole system on private services, a few hundred uploads through the real
+intake, then waiting (bounded) for every submission to finish, with what is needed to explain
+a run that does not."""
+
+import time
+from collections import Counter
+
+from rq import Worker
+from rq.job import Job
+
+from app.extensions import db, get_redis
+from app.models import StepRun, Submission
+from app.pipeline import STEPS
+from tests.faults.checks import Expected
+from tests.helpers import upload_api
+
+FINISHED = ("completed", "rejected")
+
+
+class RunFailed(AssertionError):
+    pass
+
+
+class FaultRun:
+    def __init__(self, app, client, fleet, assignment_id, headers, stack, smtp, turnitin,
+                 records):
+        self.app = app
+        self.client = client
+        self.fleet = fleet
+        self.assignment_id = assignment_id
+        self.headers = headers
+        self.stack = stack
+        self.smtp = smtp
+        self.turnitin = turnitin
+        self.records = records
+        self.expected = {}  # submission id -> Expected
+        self.notes = []  # what the run did, in order, for the timing line and failures
+        self.started = time.monotonic()
+
+    def note(self, text):
+        self.notes.append(f"{time.monotonic() - self.started:6.1f}s {text}")
+
+    def submit(self, files):
+        """Hand in every file through the API, each student with their own token, retrying
+        politely when intake asks us to wait."""
+        for number, upload in enumerate(files):
+            headers = self.headers[number % len(self.headers)]
+            deadline = time.monotonic() + 60
+            while True:
+                response = upload_api(self.client, headers, self.assignment_id, upload.content,
+                                      upload.filename, key=f"fault-upload-{number}")
+                if response.status_code == 202:
+                    break
+                if response.status_code not in (429, 503) or time.monotonic() > deadline:
+                    raise RunFailed(f"upload {upload.filename} answered {response.status_code}: "
+                                    f"{response.get_data(as_text=True)}")
+                time.sleep(float(response.headers.get("Retry-After", "1")))
+            body = response.get_json()
+            self.expected[body["id"]] = Expected(upload, body["student_id"])
+        self.note(f"{len(files)} uploads accepted")
+
+    def start(self, files):
+        """Hand everything in, then start the workers: the fault lands on a full pipeline."""
+        self.submit(files)
+        self.fleet.start()
+        self.note(f"{self.fleet.size} workers and the scheduler started")
+
+    def statuses(self):
+        db.session.remove()
+        return Counter(db.session.execute(
+            db.select(Submission.status).where(Submission.id.in_(self.expected))).scalars())
+
+    def finished(self):
+        return sum(count for status, count in self.statuses().items() if status in FINISHED)
+
+    def wait_until(self, predicate, seconds, what, poll=0.2):
+        deadline = time.monotonic() + seconds
+        while True:
+            self.fleet.keep_running()
+            if predicate():
+                return
+            if time.monotonic() > deadline:
+                raise RunFailed(f"gave up after {seconds} s waiting until {what}\n"
+                                + self.diagnosis())
+            time.sleep(poll)
+
+    def steps_done(self, step=None):
+        db.session.remove()
+        query = db.select(db.func.count()).select_from(StepRun).where(
+            StepRun.submission_id.in_(self.expected),
+            StepRun.status.in_(("succeeded", "skipped", "failed")))
+        if step is not None:
+            query = query.where(StepRun.name == step)
+        return db.session.execute(query).scalar_one()
+
+    def wait_mid_run(self, fraction, step=None, seconds=150):
+        """Wait until `fraction` of the step runs (of one step, or all) are done: the fault
+        then lands on work in flight."""
+        total = len(self.expected) * (1 if step else len(STEPS))
+        target = max(1, int(total * fraction))
+        self.wait_until(lambda: self.steps_done(step) >= target, seconds,
+                        f"{target} {step or 'pipeline'} steps were done")
+        self.note(f"mid-run: {self.steps_done(step)} of {total} {step or 'all'} steps done")
+
+    def wait_all_finished(self, seconds):
+        def settled():
+            statuses = self.statuses()
+            if statuses.get("needs_attention"):
+                raise RunFailed("a step gave up: some submissions need attention\n"
+                                + self.diagnosis())
+            return sum(statuses[s] for s in FINISHED) == len(self.expected)
+
+        self.wait_until(settled, seconds, "every submission finished", poll=0.5)
+        self.note("every submission finished")
+
+    def workers_running(self):
+        """{worker pid: (step name, job id)} of the workers executing a pipeline job now."""
+        running = {}
+        for worker in Worker.all(connection=get_redis()):
+            job = worker.get_current_job()
+            if job is not None and "step" in job.meta:
+                running[worker.pid] = (job.meta["step"], job.id)
+        return running
+
+    def diagnosis(self):
+        db.session.remove()
+        steps = db.session.execute(
+            db.select(StepRun).where(StepRun.status.notin_(("succeeded", "skipped")))
+            .order_by(StepRun.id)
+        ).scalars().all()
+        jobs = Job.fetch_many([s.job_id or "-" for s in steps[:15]], connection=get_redis())
+        stuck = [f"  submission {s.submission_id} {s.name} {s.status} attempts={s.attempts} "
+                 f"job={s.job_id} redis={job.get_status() if job else 'missing'} "
+                 f"error={s.last_error!r}" for s, job in zip(steps[:15], jobs, strict=False)]
+        lines = [f"statuses: {dict(self.statuses())}",
+                 f"unfinished steps: {dict(Counter(s.status for s in steps))}",
+                 *stuck,
+                 f"process exits: {self.fleet.exits}",
+                 "run: " + " | ".join(self.notes),
+                 *self.fleet.log_lines("Traceback", "level=ERROR", "quitting")[-25:]]
+        return "\n".join(lines)

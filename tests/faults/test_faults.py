@@ -1,0 +1,142 @@
+"""Nothing is lost whatever breaks mid-run: a few hundred submissions in flight, one fault, and
+afterwards every submission ended right, one receipt per student, one student record each,
+one Turnitin submission each, and a complete event trail in order. See README.md here."""
+
+import os
+import time
+
+import pytest
+import redis
+
+from app.extensions import db
+from app.models import StepRun
+from app.pipeline import STEP_BY_NAME
+from tests.faults import checks
+from tests.faults.workload import uploads
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(420),
+    pytest.mark.skipif(
+        os.environ.get("TEST_DATABASE") != "postgres",
+        reason="the fault suite runs in the PostgreSQL pass of make test "
+               "(TEST_DATABASE=postgres); it starts its own PostgreSQL, Redis and clamd",
+    ),
+]
+
+SUBMISSIONS = int(os.environ.get("FAULT_SUBMISSIONS", "200"))
+SETTLE_SECONDS = 240
+# What the workers' clients wait for an answer (app/services defaults; not set by the env).
+TURNITIN_TIMEOUT = 30
+RECORDS_TIMEOUT = 15
+
+
+def settles_with_nothing_lost(run):
+    run.wait_all_finished(SETTLE_SECONDS)
+    db.session.remove()
+    problems = (checks.outcomes(run.expected)
+                + checks.receipts(run.expected, run.smtp.messages)
+                + checks.student_records(run.expected, run.records)
+                + checks.turnitin_submissions(run.expected, run.turnitin, TURNITIN_TIMEOUT)
+                + checks.trails(run.expected))
+    assert not problems, (f"{len(problems)} problems:\n" + "\n".join(problems[:40])
+                          + "\n" + run.diagnosis())
+
+
+def recorded_running(job_id):
+    """True once the job has recorded its step as running: the kill then lands mid-step."""
+    db.session.remove()
+    return db.session.execute(
+        db.select(StepRun.status).filter_by(job_id=job_id)
+    ).scalar_one_or_none() == "running"
+
+
+def test_worker_killed_with_sigkill_during_each_step(fault_run):
+    run = fault_run
+    run.start(uploads(SUBMISSIONS))
+    killed = {}
+
+    def kill_one_more():
+        for pid, (step, job_id) in run.workers_running().items():
+            if step not in killed and recorded_running(job_id):
+                run.fleet.kill(pid)
+                killed[step] = pid
+                run.note(f"killed worker {pid} during {step}")
+                break
+        return set(killed) == set(STEP_BY_NAME)
+
+    run.wait_until(kill_one_more, 180, "a worker had been killed during each step", poll=0.02)
+    settles_with_nothing_lost(run)
+
+
+def test_redis_flushed_mid_run(fault_run):
+    run = fault_run
+    run.start(uploads(SUBMISSIONS))
+    run.wait_mid_run(0.4)
+    redis.Redis.from_url(run.stack.redis.url).flushall()
+    run.note("redis flushed")
+    settles_with_nothing_lost(run)
+
+
+def test_redis_restarted_mid_run(fault_run):
+    run = fault_run
+    run.start(uploads(SUBMISSIONS))
+    run.wait_mid_run(0.4)
+    run.stack.redis.stop()
+    run.note("redis stopped")
+    time.sleep(2)
+    run.stack.redis.start()
+    run.note("redis started, empty")
+    settles_with_nothing_lost(run)
+
+
+def test_postgres_restarted_mid_run(fault_run):
+    run = fault_run
+    run.start(uploads(SUBMISSIONS))
+    run.wait_mid_run(0.4)
+    run.stack.postgres.stop()
+    run.note("postgres stopped")
+    time.sleep(3)
+    run.stack.postgres.start()
+    run.note("postgres started")
+    settles_with_nothing_lost(run)
+
+
+def test_clamd_down_for_a_while(fault_run):
+    run = fault_run
+    run.start(uploads(SUBMISSIONS))
+    run.wait_mid_run(0.25, step="scan")
+    run.stack.clamd.stop()
+    run.note("clamd stopped")
+    time.sleep(10)
+    run.stack.clamd.start()
+    run.note("clamd started")
+    settles_with_nothing_lost(run)
+
+
+def test_turnitin_and_records_answer_500_429_and_time_out(fault_run):
+    run = fault_run
+    run.start(uploads(SUBMISSIONS))
+    run.wait_mid_run(0.05, step="admin_sync")
+    # Taken in order, one per request: errors, then "slow down", then answers that come
+    # after the client stopped waiting (the work done, the answer lost).
+    for simulator, timeout in ((run.turnitin, TURNITIN_TIMEOUT), (run.records, RECORDS_TIMEOUT)):
+        simulator.inject(status=500, times=4)
+        simulator.inject(status=429, retry_after=2, times=8)
+        simulator.inject(delay=timeout + 2, times=2)
+    run.note("turnitin and records faults injected")
+    settles_with_nothing_lost(run)
+    for simulator in (run.turnitin, run.records):
+        assert simulator.faults == [], "the run ended before every fault was met"
+
+
+def test_smtp_down_for_a_while(fault_run):
+    run = fault_run
+    run.start(uploads(SUBMISSIONS))
+    run.wait_mid_run(0.2, step="email")
+    run.smtp.stop()
+    run.note("smtp stopped")
+    time.sleep(10)
+    run.smtp.start()
+    run.note("smtp started")
+    settles_with_nothing_lost(run)
