@@ -45,9 +45,10 @@ STEPS = (
 )
 STEP_BY_NAME = {step.name: step for step in STEPS}
 
-# Queues in the order a worker that serves them all takes work from them.
+# Queues in the order a worker that serves them all takes work from them. The reconciler
+# comes first: behind a deadline backlog it would recover lost steps only once the backlog ends.
 PIPELINE_QUEUES = ("scan", "store", "email", "external", "media")
-QUEUES = (*PIPELINE_QUEUES, "grades", "maintenance")
+QUEUES = ("maintenance", *PIPELINE_QUEUES, "grades")
 
 MAX_BACKOFF = 600
 FAILED_JOB_TTL = 30 * 24 * 3600

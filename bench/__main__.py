@@ -7,6 +7,7 @@ started. bench/RESULTS.md records a run and says how each figure was produced.
 """
 
 import argparse
+import logging
 import os
 import platform
 import subprocess
@@ -71,6 +72,9 @@ def main(argv=None):
                              "else SQLite")
     parser.add_argument("--keep", action="store_true", help="keep each run's logs")
     args = parser.parse_args(argv)
+    # The app logs every step at INFO; here only warnings belong next to the figures.
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
 
     runners = {
         "intake": intake.run,

@@ -20,7 +20,7 @@ from bench.stack import ROOT, BenchError, Stack, percentile
 CLIENTS = 50
 SIZES = (("100 KB", 100_000), ("1 MB", 1_000_000))
 # Per run: (seconds, most uploads) in quick and full mode; the count bounds disk use.
-QUICK = {"seconds": 5, "cap": {"100 KB": 2000, "1 MB": 1000}}
+QUICK = {"seconds": 4, "cap": {"100 KB": 1000, "1 MB": 500}}
 FULL = {"seconds": 20, "cap": {"100 KB": 8000, "1 MB": 3000}}
 # Intake allows each student this many uploads a minute; each student is used at most this often.
 UPLOADS_PER_STUDENT = 20

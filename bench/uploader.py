@@ -1,7 +1,9 @@
 """The upload load generator, run as its own process: `python -m bench.uploader SPEC OUT`.
 
-SPEC (JSON) names the server, the students' tokens, the file and the pattern:
-- "closed": `concurrency` clients upload back to back until `count` uploads or `seconds` pass;
+SPEC (JSON) names the server, the students' tokens (upload i is by token i // uses_per_token,
+so no student goes past intake's rate limit), the file and the pattern:
+- "closed": `concurrency` clients upload back to back until `count` uploads (numbered from
+  `first_index`) or `seconds` pass;
 - "open": `count` uploads arrive evenly over `seconds` (a deadline spike), each retried with
   the same Idempotency-Key after a 503 or 429 the way the upload page does it.
 Every upload carries a unique tail, so no two files share a SHA-256. OUT gets one record per

@@ -104,13 +104,29 @@ def announce_release(assignment):
         db.session.rollback()
         return 0
     text = f"Grades for {assignment.course.code}: {assignment.title} are out"
-    link_url = f"/assignments/{assignment.id}"
     enrolled = db.session.execute(
-        select(Enrollment.user_id).where(Enrollment.course_id == assignment.course_id)
-    ).scalars().all()
-    flash.send_flash(enrolled, text, level="success", link_url=link_url, link_text="See your grade")
+        select(Enrollment.user_id, Enrollment.role)
+        .where(Enrollment.course_id == assignment.course_id)
+    ).all()
+    graded = dict(db.session.execute(
+        select(Submission.student_id, Submission.id)
+        .where(Submission.id.in_(markable_ids(assignment.id)),
+               Submission.id.in_(select(Grade.submission_id)))
+    ).all())
+    # Each goes where they would look next: their graded work, the assignment, or marking.
+    staff = [user_id for user_id, role in enrolled if role == "staff"]
+    ungraded = [user_id for user_id, role in enrolled if role != "staff" and user_id not in graded]
+    flash.send_flash(staff, text, level="success", link_url=f"/staff/assignments/{assignment.id}",
+                     link_text="Open marking")
+    flash.send_flash(ungraded, text, level="success", link_url=f"/assignments/{assignment.id}",
+                     link_text="Open the assignment")
+    for user_id, role in enrolled:
+        if role != "staff" and user_id in graded:
+            flash.send_flash([user_id], text, level="success",
+                             link_url=f"/submissions/{graded[user_id]}", link_text="See your grade")
     emit("flash", {"assignment_id": assignment.id, "text": text, "level": "success",
-                   "link_url": link_url, "link_text": "See your grade"}, [topic])
+                   "link_url": f"/assignments/{assignment.id}",
+                   "link_text": "Open the assignment"}, [topic])
     db.session.commit()
     return len(enrolled)
 

@@ -69,6 +69,7 @@ def app(migrated, redis_server, tmp_path):
         "PUBLIC_URL": "http://submissions.test",
         "MIGRATIONS_DIR": str(ROOT / "migrations"),
     })
+    app.test_client_class = Client
     with app.app_context():
         get_redis().flushdb()
         _empty_tables()
@@ -92,12 +93,22 @@ class Client(FlaskClient):
     def open(self, *args, **kwargs):
         for name in list(g):
             g.pop(name)
-        return super().open(*args, **kwargs)
+        self._sent_bodies = []
+        try:
+            return super().open(*args, **kwargs)
+        finally:
+            # Werkzeug spools a large test body to a temporary file that nothing closes.
+            for body in self._sent_bodies:
+                body.close()
+
+    def _request_from_builder_args(self, args, kwargs):
+        request = super()._request_from_builder_args(args, kwargs)
+        self._sent_bodies.append(request.environ["wsgi.input"])
+        return request
 
 
 @pytest.fixture
 def client(app):
-    app.test_client_class = Client
     return app.test_client()
 
 

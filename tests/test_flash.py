@@ -122,6 +122,18 @@ def test_flash_sent_as_the_student_clicks_away_reaches_the_next_page(app, people
     stream.close()
 
 
+def test_flash_acknowledged_elsewhere_is_not_replayed_to_a_reconnecting_page(app, people):
+    alice = client_for(app, "alice")
+    cursor = page_cursor(alice)
+    seen, unseen = flash_to([people["alice"]], "Seen in another tab") + flash_to(
+        [people["alice"]], "Not seen yet")
+    assert acknowledge(alice, seen, csrf_headers(alice)).status_code == 200
+    stream = follow(alice, f"user.{people['alice']}", query=f"last_event_id={cursor}")
+    assert [frame.data["id"] for frame in stream.events(1)] == [unseen]
+    assert stream.events_within(0.5) == []
+    stream.close()
+
+
 def test_acknowledging_is_for_the_owner_only_and_can_be_repeated(app, people):
     [message_id] = flash_to([people["alice"]], "Submission received")
     bob = client_for(app, "bob")

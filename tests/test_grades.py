@@ -260,6 +260,9 @@ def test_release_shows_grades_everywhere_and_tells_each_student_once(
     assert sorted(f.user.email for f in flashes) == ["alice@uni.test", "bob@uni.test",
                                                       "sam@uni.test"]
     assert {f.text for f in flashes} == {"Grades for CS101: Essay are out"}
+    links = {f.user.email: (f.link_url, f.link_text) for f in flashes}
+    assert links["alice@uni.test"] == (f"/submissions/{alice_sub}", "See your grade")
+    assert links["sam@uni.test"] == (f"/staff/assignments/{ids.essay}", "Open marking")
     [announcement] = events_on(f"assignment.{ids.essay}", "flash")
     assert announcement.payload["text"] == "Grades for CS101: Essay are out"
     assert sorted(m["To"] for m in smtp.messages) == ["alice@uni.test", "bob@uni.test"]
@@ -315,6 +318,8 @@ def test_grade_first_given_after_release_is_announced_and_emailed_once(
     client.post(f"/api/v1/assignments/{ids.essay}/release", headers=headers)
     run_jobs()
     assert [m["To"] for m in smtp.messages] == ["alice@uni.test"]
+    bob_flash = db.session.execute(db.select(FlashMessage).filter_by(user_id=ids.bob)).scalar_one()
+    assert bob_flash.link_url == f"/assignments/{ids.essay}"
 
     client.put(f"/api/v1/submissions/{bob_sub}/grade", headers=headers,
                json={"score": 25, "feedback": "Marked late, sorry"})
@@ -511,3 +516,18 @@ def test_a_mark_saved_from_a_page_drawn_before_a_resubmission_is_refused(client,
     assert "Alice has a newer submission; mark that one." in response.get_data(as_text=True)
     assert f'name="s{latest}-score"' in response.get_data(as_text=True)
     assert db.session.query(Grade).count() == 0
+
+
+def test_marking_forms_without_a_csrf_token_change_nothing(client, auth, world, ids):
+    submission_id = submission_for(world, "alice")
+    auth.login("sam@uni.test")
+    refused = client.post(f"/staff/submissions/{submission_id}/grade",
+                          data={f"s{submission_id}-score": "20"})
+    assert refused.status_code == 400
+    for action in ("release", "release/schedule"):
+        client.post(f"/staff/assignments/{ids.essay}/{action}",
+                    data={"release_at": "2030-07-01T10:00"})
+    assert db.session.query(Grade).count() == 0
+    assignment = release_state(ids.essay)
+    assert assignment.release_at is None and assignment.released_at is None
+    assert Queue("grades", connection=get_redis()).count == 0 and scheduled_job_ids() == []

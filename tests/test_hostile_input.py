@@ -111,7 +111,7 @@ def assert_refused(app, channel, response, before, status, code, message):
 # --- refused at intake ------------------------------------------------------------------------
 
 BAD_FILES = {
-    "empty txt": (b"", "essay.txt", 400, "empty_file", "The file is emptyXX."),
+    "empty txt": (b"", "essay.txt", 400, "empty_file", "The file is empty."),
     "empty pdf": (b"", "essay.pdf", 400, "empty_file", "The file is empty."),
     "png named pdf": (samples.png(40, 40), "essay.pdf", 415, "type_mismatch",
                       "is not a .pdf file"),

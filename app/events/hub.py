@@ -27,7 +27,7 @@ from sqlalchemy.orm import selectinload
 
 from app.events.access import TOPIC_PATTERNS, shaped_for
 from app.extensions import db, get_redis
-from app.models import Assignment, Event, EventTopic, Submission
+from app.models import Assignment, Event, EventTopic, FlashMessage, Submission
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +164,15 @@ class Hub:
                         del self._followers[topic]
 
     def replay(self, topics, after, upto):
-        """Stored events on these topics with after < id <= upto, oldest first."""
+        """Stored events on these topics with after < id <= upto, oldest first, less flash
+        messages already acknowledged (on another page or tab): those were not missed."""
         while after < upto:
             with self.app.app_context():
                 batch = stored_events(after, upto=upto, topics=topics, limit=BATCH)
+                acknowledged = acknowledged_flashes(batch)
             for event in batch:
-                yield Delivery(event.id, event.type, event.data)
+                if event.type != "flash" or event.data.get("id") not in acknowledged:
+                    yield Delivery(event.id, event.type, event.data)
             if len(batch) < BATCH:
                 return
             after = batch[-1].id
@@ -325,6 +328,15 @@ def stored_events(after, upto=None, topics=None, limit=None):
         query = query.limit(limit)
     return [StoredEvent(event.id, event.type, event.payload, event.topic_names)
             for event in db.session.execute(query).scalars()]
+
+
+def acknowledged_flashes(events):
+    ids = [event.data.get("id") for event in events if event.type == "flash"]
+    if not ids:
+        return set()
+    return set(db.session.scalars(
+        select(FlashMessage.id).where(FlashMessage.id.in_(ids), FlashMessage.acked_at.is_not(None))
+    ))
 
 
 def current_hub():

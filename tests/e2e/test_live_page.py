@@ -78,8 +78,9 @@ def test_uploaded_work_turns_every_step_green_live_without_a_reload(
     page = browser_page
     login(page, web_server.url, "alice")
     submission_id = upload(page, web_server.url, world.essay.id, "essay.pdf", essay_pdf(
-        "Why queues matter", "A request that does everything inline keeps the student",
-        "waiting while the scanner, the store and the mail server take their turn."))
+        "Why queues matter", "A request that does everything inline",
+        "keeps the student waiting while the scanner,", "the store and the mail server",
+        "take their turn."))
     # No worker yet: the steps wait, drawn from the database.
     assert page.get_attribute("#step-scan", "data-status") == "queued"
     assert page.inner_text("#similarity") == "Not checked yet."
@@ -117,6 +118,7 @@ def test_page_shows_it_is_offline_and_catches_up_after_reconnecting(
     web_server.stop()
     page.wait_for_selector("#connection", state="visible", timeout=10_000)
     assert page.inner_text("#connection") == "Offline: reconnecting…"
+    page.screenshot(path="/tmp/dbg-offline.png")
     # Happens while the page cannot hear it.
     submission = db.session.get(Submission, submission_id)
     record_step(submission.step("scan"), "running", "Running (attempt 1)")
@@ -148,6 +150,7 @@ def test_flash_is_acknowledged_only_after_it_has_been_on_screen(
     # The next page shows it again, and this time it stays in view.
     page.wait_for_selector(f".flash[data-flash-id='{quick.id}']")
     seen_again = time.time()
+    page.screenshot(path="/tmp/dbg-toast.png")
     deadline = time.monotonic() + 10
     while acked_at(quick.id) is None:
         assert time.monotonic() < deadline, "never acknowledged"
@@ -161,6 +164,7 @@ def test_flash_is_acknowledged_only_after_it_has_been_on_screen(
     db.session.commit()
     dialog = page.wait_for_selector(f"dialog[data-flash-id='{modal.id}'][open]")
     assert dialog.query_selector("a").inner_text() == "See your grade"
+    page.screenshot(path="/tmp/dbg-modal.png")
     dialog.query_selector("button").click()
     page.wait_for_selector(f"dialog[data-flash-id='{modal.id}']", state="detached")
     deadline = time.monotonic() + 5

@@ -1,0 +1,176 @@
+"""Deadline spike: N students each submit once, arriving evenly within a window (2,000 in a
+minute in full mode), through the JSON API to gunicorn (gevent, 2 processes) with 4
+`python worker.py` processes, real clamd and a real SMTP server. INTAKE_MAX_BACKLOG is set low
+so intake answers some uploads 503 with Retry-After; the client retries them with the same
+Idempotency-Key, as the upload page does. Measured: how long students waited for a receipt,
+how many were refused and later accepted, the time until every submission is `completed`, and
+that none was lost or doubled (one submission and exactly one receipt email per student).
+The baseline is the same spike against bench/inline_app.py (every step in the request, so no
+workers) on the same stack, with a new cohort.
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+from bench.report import Table
+from bench.seed import scanned_pdf, seed_cohort
+from bench.stack import ROOT, BenchError, Stack, percentile
+from tests.smtp import SmtpServer
+
+QUICK = {"students": 60, "seconds": 5, "backlog": 30, "drain_seconds": 300}
+FULL = {"students": 2000, "seconds": 60, "backlog": 600, "drain_seconds": 1800}
+WORKERS = 4
+CLIENT_THREADS = 400
+FILE_BYTES = 50_000
+TERMINAL = ("completed", "rejected", "needs_attention")
+
+
+def run(quick, database, keep=False):
+    plan = QUICK if quick else FULL
+    smtp = SmtpServer().start()
+    try:
+        with Stack("spike", database=database, keep=keep) as stack:
+            sample = stack.workdir / "essay.pdf"
+            sample.write_bytes(scanned_pdf(FILE_BYTES))
+            app = stack.app()
+            results = {}
+            for variant in ("ours", "inline"):
+                with app.app_context():
+                    cohort = seed_cohort(plan["students"])
+                print(f"  spike: {variant}, {plan['students']} students in {plan['seconds']} s …",
+                      flush=True)
+                results[variant] = spike(stack, app, smtp, cohort, sample, variant, plan)
+            return [table(results, plan, database)]
+    finally:
+        smtp.stop()
+
+
+def spike(stack, app, smtp, cohort, sample, variant, plan):
+    if variant == "ours":
+        web = stack.web("wsgi:app", name="web-ours", workers=2, SMTP_URL=smtp.url,
+                        INTAKE_MAX_BACKLOG=plan["backlog"])
+        workers = stack.workers(WORKERS, SMTP_URL=smtp.url)
+        path = f"/api/v1/assignments/{cohort.assignment_id}/submissions"
+    else:
+        web = stack.web("bench.inline_app:app", name="web-inline", workers=2, SMTP_URL=smtp.url,
+                        INTAKE_MAX_BACKLOG=10**9)
+        workers = []
+        path = f"/inline/assignments/{cohort.assignment_id}/submissions"
+    try:
+        outcome = upload(stack, variant, {
+            "port": web.port, "path": path, "tokens": [s[1] for s in cohort.students],
+            "file": str(sample), "mode": "open", "count": plan["students"],
+            "seconds": plan["seconds"], "concurrency": CLIENT_THREADS,
+        })
+        with app.app_context():
+            state = wait_until_processed(cohort, plan["drain_seconds"])
+    finally:
+        for process in [web.process, *workers]:
+            stack.stop(process)
+    return summarize(outcome, state, smtp, cohort)
+
+
+def upload(stack, variant, spec):
+    spec_path = stack.workdir / f"spike-{variant}.json"
+    out_path = stack.workdir / f"spike-{variant}.out.json"
+    spec_path.write_text(json.dumps(spec))
+    try:
+        subprocess.run([sys.executable, "-m", "bench.uploader", str(spec_path), str(out_path)],
+                       cwd=ROOT, check=True, timeout=spec["seconds"] + 900)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"the upload client failed: {exc}") from None
+    return json.loads(out_path.read_text())
+
+
+def wait_until_processed(cohort, seconds):
+    """Poll the database until every submission of the cohort is completed, rejected or needs
+    attention; returns the statuses, submissions per student and the last step's finish."""
+    from app.extensions import db
+    from app.models import StepRun, Submission
+
+    deadline = time.monotonic() + seconds
+    while True:
+        rows = db.session.execute(
+            db.select(Submission.id, Submission.student_id, Submission.status)
+            .where(Submission.assignment_id == cohort.assignment_id)
+        ).all()
+        db.session.remove()
+        if all(row.status in TERMINAL for row in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    last_finished = db.session.scalar(
+        db.select(db.func.max(StepRun.finished_at)).join(Submission)
+        .where(Submission.assignment_id == cohort.assignment_id))
+    db.session.remove()
+    per_student = {}
+    for row in rows:
+        per_student[row.student_id] = per_student.get(row.student_id, 0) + 1
+    return {"statuses": [row.status for row in rows], "ids": {row.id for row in rows},
+            "per_student": per_student,
+            "last_finished": last_finished.timestamp() if last_finished else None}
+
+
+def summarize(outcome, state, smtp, cohort):
+    records = outcome["records"]
+    accepted = [r for r in records if "answered" in r]
+    emails = {}
+    for message in smtp.messages:
+        emails[message["To"]] = emails.get(message["To"], 0) + 1
+    # Upload i is student i's (one upload each): one receipt if it was accepted, else none.
+    wrong_emails = sum(1 for r in records
+                       if emails.get(cohort.students[r["index"]][2], 0)
+                       != (1 if "answered" in r else 0))
+    returned_ids = {r["submission_id"] for r in accepted}
+    return {
+        "accepted": len(accepted),
+        "refused_then_accepted": sum(1 for r in accepted if r["statuses"][0] in (503, 429)),
+        "never_accepted": len(records) - len(accepted),
+        "failure_statuses": sorted({s for r in records for s in r["statuses"]
+                                    if s not in (201, 202)}),
+        "waits": [r["answered"] - r["started"] for r in accepted],
+        "completed": state["statuses"].count("completed"),
+        "not_completed": sum(1 for status in state["statuses"] if status != "completed"),
+        "accepted_missing": len(returned_ids - state["ids"]),
+        "doubled": sum(1 for count in state["per_student"].values() if count > 1),
+        "until_all_done": (state["last_finished"] - outcome["wall_began"]
+                           if state["last_finished"] else None),
+        "wrong_emails": wrong_emails,
+    }
+
+
+def table(results, plan, database):
+    ours, inline = results["ours"], results["inline"]
+    result = Table(f"Deadline spike, {plan['students']:,} students within {plan['seconds']} s "
+                   f"({database})", "queued (ours)", "inline baseline")
+    result.add("uploads accepted", ours["accepted"], inline["accepted"], better=None)
+    result.add("refused with 503/429, accepted on retry", ours["refused_then_accepted"],
+               inline["refused_then_accepted"], better=None)
+    result.add("never accepted (student gave up)", ours["never_accepted"],
+               inline["never_accepted"], better=None)
+    for fraction in (0.50, 0.99):
+        result.add(f"wait for the receipt p{int(fraction * 100)}",
+                   percentile(ours["waits"], fraction), percentile(inline["waits"], fraction),
+                   "s")
+    result.add("wait for the receipt max", max(ours["waits"], default=None),
+               max(inline["waits"], default=None), "s")
+    result.add("time until every submission completed", ours["until_all_done"],
+               inline["until_all_done"], "s")
+    result.add("submissions completed", ours["completed"], inline["completed"], better=None)
+    result.add("recorded but never completed", ours["not_completed"]
+               + ours["accepted_missing"], inline["not_completed"] + inline["accepted_missing"],
+               better=None)
+    result.add("students with two submissions", ours["doubled"], inline["doubled"], better=None)
+    result.add("students with a wrong number of receipt emails", ours["wrong_emails"],
+               inline["wrong_emails"], better=None)
+    result.note(f"INTAKE_MAX_BACKLOG={plan['backlog']} for ours (the inline app has no queue); "
+                f"{WORKERS} worker.py processes; {FILE_BYTES // 1000} KB scanned-PDF uploads; "
+                "retries follow Retry-After with backoff, up to 8 attempts, as the upload page")
+    for name, figures in (("ours", ours), ("inline", inline)):
+        if figures["failure_statuses"]:
+            result.note(f"{name}: statuses other than accepted: {figures['failure_statuses']}")
+    result.note("waits run from the student pressing submit to the receipt, retries included; "
+                "'time until every submission completed' runs from the first upload to the last "
+                "step finished")
+    return result

@@ -1,0 +1,317 @@
+"""Who may open what. Every URL that names a submission, its file or thumbnail, a grade, an
+assignment, a flash message or a step is requested, taken from the app's own URL map so a new
+route is covered the day it is added, as another student of the course, as a student and as
+staff of another course, and anonymously. Each is refused without showing the owner's data or
+changing anything; each write also needs its CSRF token even from the rightful user."""
+
+import io
+import uuid
+from datetime import timedelta
+
+import pytest
+from rq import Queue
+from rq_scheduler import Scheduler
+
+from app.extensions import db, get_redis
+from app.flash import send_flash
+from app.models import Assignment, Event, FlashMessage, Grade, StepRun, Submission, utcnow
+from app.pipeline import QUEUES
+from tests.conftest import Auth, csrf_from, run_jobs
+
+SECRET_TEXT = b"Alice's own argument: queues decouple acceptance from processing. ALICE-7f3a\n"
+SECRET_NAME = "alice-private-essay.txt"
+SECRET_FEEDBACK = "Feedback for Alice only: strong conclusion"
+SECRET_FLASH = "Alice, your extension request was approved"
+OBJECT_ARGS = {"submission_id", "assignment_id", "message_id", "step_id"}
+MISSING_ID = 987654321
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# Uploading into one's own course is not an access question: there is nothing of Alice's in it.
+OWN_UPLOADS = {"submissions.assignment", "api.create_submission"}
+
+
+class Scene:
+    """Alice's processed, marked (not yet released) submission and a flash message for her."""
+
+    def __init__(self, app, world):
+        owner = app.test_client()
+        response = owner.post(
+            f"/api/v1/assignments/{world.essay.id}/submissions",
+            headers=Auth(owner).token("alice@uni.test"), content_type="multipart/form-data",
+            data={"file": (io.BytesIO(SECRET_TEXT), SECRET_NAME)})
+        assert response.status_code == 202, response.get_json()
+        self.submission = response.get_json()["id"]
+        self.sha256 = response.get_json()["sha256"]
+        self.essay, self.sketch = world.essay.id, world.sketch.id
+        self.user_ids = {name: user.id for name, user in world.users.items()}
+        self.alice = self.user_ids["alice"]
+        run_jobs()
+        marker = app.test_client()
+        graded = marker.put(f"/api/v1/submissions/{self.submission}/grade",
+                            headers=Auth(marker).token("sam@uni.test"),
+                            json={"score": 44, "feedback": SECRET_FEEDBACK})
+        assert graded.status_code == 200, graded.get_json()
+        send_flash([self.alice], SECRET_FLASH)
+        db.session.commit()
+        self.flash = db.session.execute(db.select(FlashMessage.id)).scalar_one()
+        self.step = db.session.execute(
+            db.select(StepRun.id).filter_by(submission_id=self.submission, name="thumbnail")
+        ).scalar_one()
+        self.secrets = [SECRET_NAME, self.sha256, SECRET_TEXT.decode().strip(), SECRET_FEEDBACK,
+                        SECRET_FLASH]
+
+    def ids(self, missing=False):
+        return {arg: MISSING_ID for arg in OBJECT_ARGS} if missing else {
+            "submission_id": self.submission, "assignment_id": self.essay,
+            "message_id": self.flash, "step_id": self.step}
+
+
+@pytest.fixture
+def scene(app, client, world):
+    return Scene(app, world)
+
+
+def object_routes(app):
+    """(endpoint, rule, method) for every route that names one of our objects."""
+    routes = []
+    for rule in app.url_map.iter_rules():
+        if set(rule.arguments) & OBJECT_ARGS:
+            routes += [(rule.endpoint, rule, method)
+                       for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
+    return sorted(routes, key=lambda route: (route[1].rule, route[2]))
+
+
+def url_of(app, rule, scene, missing=False):
+    values = {}
+    for arg in rule.arguments:
+        if arg in OBJECT_ARGS:
+            values[arg] = scene.ids(missing)[arg]
+        elif arg == "step_name":
+            values[arg] = "thumbnail"
+        else:
+            pytest.fail(f"{rule.rule}: test_access has no value for <{arg}>; add one")
+    return app.url_map.bind("localhost").build(rule.endpoint, values)
+
+
+def body_for(endpoint, submission_id):
+    """What the rightful user would send to this write: form fields, or JSON for the API."""
+    future = (utcnow() + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M")
+    upload = {"file": (io.BytesIO(b"Another essay.\n"), "another.txt")}
+    bodies = {
+        "submissions.assignment": {"data": {**upload, "idempotency_key": uuid.uuid4().hex}},
+        "submissions.requeue": {"data": {}},
+        "grades.grade": {"data": {f"s{submission_id}-score": "1",
+                                  f"s{submission_id}-feedback": "overwritten"}},
+        "grades.release": {"data": {}},
+        "grades.schedule": {"data": {"release_at": future}},
+        "grades.cancel": {"data": {}},
+        "submission.requeue": {"data": {}},
+        "api.create_submission": {"data": upload},
+        "api.put_grade": {"json": {"score": 1, "feedback": "overwritten"}},
+        "api.post_release": {"json": {"at": (utcnow() + timedelta(days=3)).isoformat()}},
+        "api.delete_release": {},
+        "api.acknowledge_flash": {},
+    }
+    if endpoint not in bodies:
+        pytest.fail(f"{endpoint} writes: teach test_access.body_for what it takes")
+    return dict(bodies[endpoint])
+
+
+def state():
+    """Everything a refused request must leave as it was."""
+    db.session.expire_all()
+    scheduler = Scheduler(queue_name="grades", connection=get_redis())
+    return {
+        "submissions": db.session.execute(db.select(
+            Submission.id, Submission.status, Submission.filename).order_by(Submission.id)).all(),
+        "steps": db.session.execute(db.select(
+            StepRun.id, StepRun.status, StepRun.attempts, StepRun.job_id).order_by(StepRun.id)
+        ).all(),
+        "grades": db.session.execute(db.select(
+            Grade.submission_id, Grade.score, Grade.feedback, Grade.notified_at)).all(),
+        "releases": db.session.execute(db.select(
+            Assignment.id, Assignment.release_at, Assignment.released_at).order_by(Assignment.id)
+        ).all(),
+        "flash": db.session.execute(db.select(FlashMessage.id, FlashMessage.acked_at)).all(),
+        "events": db.session.query(Event).count(),
+        "jobs": {name: len(Queue(name, connection=get_redis())) for name in QUEUES},
+        "scheduled": len(list(scheduler.get_jobs())),
+    }
+
+
+class Visitor:
+    """Someone with a browser (session and CSRF token) and, when logged in, an API token."""
+
+    def __init__(self, app, email=None):
+        self.email = email
+        self.browser = app.test_client()
+        self.api_headers = {}
+        if email:
+            self.api_headers = Auth(app.test_client()).token(email)
+            Auth(self.browser).login(email)
+        page = self.browser.get("/" if email else "/login").get_data(as_text=True)
+        self.csrf_token = csrf_from(page)
+
+    def request(self, endpoint, method, url, submission_id, csrf=True, session_api=False):
+        kwargs = body_for(endpoint, submission_id) if method in WRITE_METHODS else {}
+        if url.startswith("/api/") and not session_api:
+            kwargs["headers"] = self.api_headers
+        elif method in WRITE_METHODS and csrf:
+            if url.startswith("/api/"):
+                kwargs["headers"] = {"X-CSRFToken": self.csrf_token}
+            else:
+                kwargs.setdefault("data", {})["csrf_token"] = self.csrf_token
+        with self.browser.open(url, method=method, **kwargs) as response:
+            response.get_data()
+        return response
+
+
+def expected_refusal(url, who):
+    if who is None:
+        return 401 if url.startswith("/api/") else 302
+    return 403 if url.startswith("/admin/") else 404
+
+
+def assert_shows_nothing_of_alices(response, scene, what):
+    shown = response.get_data(as_text=True) + response.headers.get("Location", "")
+    for secret in scene.secrets:
+        assert secret not in shown, f"{what} shows {secret!r}"
+
+
+@pytest.mark.parametrize("who", ["bob", "carol", "tess", None],
+                         ids=["another student", "student of another course",
+                              "staff of another course", "anonymous"])
+def test_no_one_else_can_open_or_change_anything_of_alices(app, scene, who):
+    visitor = Visitor(app, who and f"{who}@uni.test")
+    before = state()
+    for endpoint, rule, method in object_routes(app):
+        if who == "bob" and endpoint in OWN_UPLOADS:
+            continue
+        url = url_of(app, rule, scene)
+        what = f"{method} {url} as {who or 'anonymous'}"
+        response = visitor.request(endpoint, method, url, scene.submission)
+        assert response.status_code == expected_refusal(url, who), what
+        assert_shows_nothing_of_alices(response, scene, what)
+        if response.status_code == 302:
+            assert response.headers["Location"].startswith("/login"), what
+        # Someone else's object and no object at all get the very same answer.
+        missing = visitor.request(endpoint, method, url_of(app, rule, scene, missing=True),
+                                  MISSING_ID)
+        assert missing.status_code == response.status_code, what
+        if url.startswith("/api/"):
+            assert set(response.get_json()["error"]) == {"code", "message"}, what
+            assert missing.get_json() == response.get_json(), what
+    assert state() == before
+
+
+def test_a_classmate_sees_the_assignment_but_nothing_of_alices_work(app, scene):
+    bob = Visitor(app, "bob@uni.test")
+    page = bob.browser.get(f"/assignments/{scene.essay}")
+    assert page.status_code == 200
+    assert_shows_nothing_of_alices(page, scene, "the assignment page")
+    assert f"/submissions/{scene.submission}" not in page.get_data(as_text=True)
+    listed = bob.browser.get("/api/v1/assignments", headers=bob.api_headers)
+    assert_shows_nothing_of_alices(listed, scene, "the assignment list")
+
+
+def test_alice_and_her_courses_staff_do_open_what_the_others_cannot(app, scene):
+    alice, sam = Visitor(app, "alice@uni.test"), Visitor(app, "sam@uni.test")
+    for path in ("", "/file", "/thumbnail"):
+        for visitor in (alice, sam):
+            response = visitor.request("submissions.detail", "GET",
+                                       f"/submissions/{scene.submission}{path}", scene.submission)
+            assert response.status_code == 200, (visitor.email, path)
+    mine = alice.request("api.get_submission", "GET", f"/api/v1/submissions/{scene.submission}",
+                         scene.submission).get_json()
+    assert (mine["filename"], mine["sha256"]) == (SECRET_NAME, scene.sha256)
+    assert mine["grade"] is None  # marked, but not released: not even Alice sees it yet
+    marking = sam.browser.get(f"/staff/assignments/{scene.essay}").get_data(as_text=True)
+    assert SECRET_FEEDBACK in marking
+
+
+# --- CSRF -------------------------------------------------------------------------------------
+
+# Ordered so that each rightful write, sent with its token, succeeds after the ones before it.
+RIGHTFUL_WRITES = [
+    ("grades.grade", "sam"), ("api.put_grade", "sam"), ("grades.schedule", "sam"),
+    ("grades.cancel", "sam"), ("api.post_release", "sam"), ("api.delete_release", "sam"),
+    ("submissions.requeue", "sam"), ("api.acknowledge_flash", "alice"),
+    ("api.create_submission", "alice"), ("submissions.assignment", "alice"),
+    ("grades.release", "sam"),
+]
+
+
+def test_every_write_needs_its_csrf_token_even_from_the_rightful_user(app, scene):
+    writes = [(endpoint, rule, method) for endpoint, rule, method in object_routes(app)
+              if method in WRITE_METHODS and not rule.rule.startswith("/admin/")]
+    assert {endpoint for endpoint, _, _ in writes} == {e for e, _ in RIGHTFUL_WRITES}, (
+        "a write route is new or gone: list it in RIGHTFUL_WRITES")
+    visitors = {"alice": Visitor(app, "alice@uni.test"), "sam": Visitor(app, "sam@uni.test")}
+    rules = {endpoint: (rule, method) for endpoint, rule, method in writes}
+    for endpoint, who in RIGHTFUL_WRITES:
+        rule, method = rules[endpoint]
+        url = url_of(app, rule, scene)
+        visitor = visitors[who]
+        before = state()
+        forged = visitor.request(endpoint, method, url, scene.submission, csrf=False,
+                                 session_api=True)
+        assert forged.status_code == 400, f"{method} {url} without a CSRF token"
+        assert "CSRF" in forged.get_data(as_text=True) or "session expired" in forged.get_data(
+            as_text=True), f"{method} {url}: the refusal should say why"
+        assert state() == before, f"{method} {url} without a CSRF token changed something"
+        rightful = visitor.request(endpoint, method, url, scene.submission, session_api=True)
+        assert rightful.status_code < 400, (f"{method} {url} with its token",
+                                            rightful.get_data(as_text=True)[:300])
+
+
+# --- live-event topics ------------------------------------------------------------------------
+
+def topics_of(scene):
+    return {
+        "submission": f"submission.{scene.submission}",
+        "user": f"user.{scene.alice}",
+        "assignment": f"assignment.{scene.essay}",
+        "assignment staff": f"assignment.{scene.essay}.staff",
+    }
+
+
+def open_stream(visitor, *topics):
+    query = "&".join(f"topic={topic}" for topic in topics)
+    response = visitor.browser.get(f"/events?{query}", buffered=False)
+    try:
+        first = next(iter(response.response), b"") if response.status_code == 200 else b""
+        body = response.get_data() if response.status_code != 200 else first
+    finally:
+        response.close()
+    return response.status_code, body
+
+
+@pytest.mark.parametrize("who, allowed", [
+    ("bob", {"assignment"}),
+    ("carol", set()),
+    ("tess", set()),
+], ids=["another student", "student of another course", "staff of another course"])
+def test_topics_of_alice_are_refused_before_the_stream_starts(app, scene, who, allowed):
+    visitor = Visitor(app, f"{who}@uni.test")
+    for name, topic in topics_of(scene).items():
+        status, body = open_stream(visitor, topic)
+        assert status == (200 if name in allowed else 403), (who, topic)
+        if status == 403:
+            assert b"forbidden" in body and SECRET_FLASH.encode() not in body
+    # One refused topic refuses the whole stream, whatever else it asks for.
+    own = f"user.{scene.user_ids[who]}"
+    assert open_stream(visitor, own)[0] == 200
+    assert open_stream(visitor, own, f"submission.{scene.submission}")[0] == 403
+
+
+def test_anonymous_visitor_cannot_follow_any_topic(app, scene):
+    anonymous = Visitor(app)
+    for topic in topics_of(scene).values():
+        assert open_stream(anonymous, topic)[0] == 401
+
+
+def test_alice_and_her_courses_staff_may_follow_her_topics(app, scene):
+    topics = topics_of(scene)
+    alice, sam = Visitor(app, "alice@uni.test"), Visitor(app, "sam@uni.test")
+    assert open_stream(alice, topics["submission"], topics["user"], topics["assignment"])[0] == 200
+    assert open_stream(sam, topics["submission"], topics["assignment staff"])[0] == 200
+    assert open_stream(sam, topics["user"])[0] == 403
