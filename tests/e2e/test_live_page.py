@@ -118,7 +118,6 @@ def test_page_shows_it_is_offline_and_catches_up_after_reconnecting(
     web_server.stop()
     page.wait_for_selector("#connection", state="visible", timeout=10_000)
     assert page.inner_text("#connection") == "Offline: reconnecting…"
-    page.screenshot(path="/tmp/dbg-offline.png")
     # Happens while the page cannot hear it.
     submission = db.session.get(Submission, submission_id)
     record_step(submission.step("scan"), "running", "Running (attempt 1)")
@@ -150,7 +149,6 @@ def test_flash_is_acknowledged_only_after_it_has_been_on_screen(
     # The next page shows it again, and this time it stays in view.
     page.wait_for_selector(f".flash[data-flash-id='{quick.id}']")
     seen_again = time.time()
-    page.screenshot(path="/tmp/dbg-toast.png")
     deadline = time.monotonic() + 10
     while acked_at(quick.id) is None:
         assert time.monotonic() < deadline, "never acknowledged"
@@ -164,7 +162,6 @@ def test_flash_is_acknowledged_only_after_it_has_been_on_screen(
     db.session.commit()
     dialog = page.wait_for_selector(f"dialog[data-flash-id='{modal.id}'][open]")
     assert dialog.query_selector("a").inner_text() == "See your grade"
-    page.screenshot(path="/tmp/dbg-modal.png")
     dialog.query_selector("button").click()
     page.wait_for_selector(f"dialog[data-flash-id='{modal.id}']", state="detached")
     deadline = time.monotonic() + 5
