@@ -1,8 +1,16 @@
 import logging
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from app.config import config_for_environment, database_url
+
+
+class RowId(IntegerConverter):
+    """`<int:...>` in our URLs, at most 18 digits as in event topics: a longer number is no
+    database id and would overflow the query, so its URL matches no route (404)."""
+
+    regex = r"\d{1,18}"
 
 
 def create_app(config=None):
@@ -12,6 +20,7 @@ def create_app(config=None):
         app.config.from_mapping(config)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     app.config.setdefault("MAX_CONTENT_LENGTH", (app.config["MAX_UPLOAD_MB"] + 1) * 1024 * 1024)
+    app.url_map.converters["int"] = RowId
 
     from app.extensions import csrf, db, login_manager, migrate
 

@@ -2,8 +2,9 @@
 
 SPEC (JSON) names the server, the students' tokens (upload i is by token i // uses_per_token,
 so no student goes past intake's rate limit), the file and the pattern:
-- "closed": `concurrency` clients upload back to back until `count` uploads (numbered from
-  `first_index`) or `seconds` pass;
+- "closed": `concurrency` clients upload until `count` uploads (numbered from `first_index`)
+  or `seconds` pass; back to back, or, given `rate` (uploads a second in all), each client
+  uploads on a fixed schedule of one upload every `concurrency / rate` seconds;
 - "open": `count` uploads arrive evenly over `seconds` (a deadline spike), each retried with
   the same Idempotency-Key after a 503 or 429 the way the upload page does it.
 Every upload carries a unique tail, so no two files share a SHA-256. OUT gets one record per
@@ -53,6 +54,24 @@ class Client:
             self.local.conn = conn
         return conn
 
+    def send(self, body, headers):
+        conn = self.connection()
+        reused = getattr(conn, "used", False)
+        try:
+            conn.request("POST", self.path, body=body, headers=headers)
+            response = conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            if not reused:
+                raise
+            # The server closed the idle keep-alive connection; as browsers do, send it again.
+            conn.close()
+            self.local.conn = None
+            conn = self.connection()
+            conn.request("POST", self.path, body=body, headers=headers)
+            response = conn.getresponse()
+        conn.used = True
+        return response, response.read()
+
     def post(self, index, key):
         """One attempt: (status, retry-after seconds, submission id, seconds taken)."""
         headers = {"Authorization": f"Bearer {self.token(index)}",
@@ -61,10 +80,7 @@ class Client:
         body = self.body(index)
         started = time.perf_counter()
         try:
-            conn = self.connection()
-            conn.request("POST", self.path, body=body, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
+            response, raw = self.send(body, headers)
         except (OSError, http.client.HTTPException):
             self.local.conn = None
             return 0, None, None, time.perf_counter() - started
@@ -106,9 +122,17 @@ def closed_loop(client, spec, began):
     first = spec.get("first_index", 0)
     counter = iter(range(first, first + spec["count"]))
     deadline = began + spec["seconds"]
+    rate = spec.get("rate")
+    period = spec["concurrency"] / rate if rate else 0
 
-    def run():
-        while time.perf_counter() < deadline:
+    def run(client_number):
+        next_start = began + (client_number / rate if rate else 0)
+        while True:
+            if rate:
+                time.sleep(max(0.0, next_start - time.perf_counter()))
+                next_start += period
+            if time.perf_counter() >= deadline:
+                return
             with lock:
                 index = next(counter, None)
             if index is None:
@@ -117,7 +141,8 @@ def closed_loop(client, spec, began):
             with lock:
                 records.append(record)
 
-    threads = [threading.Thread(target=run) for _ in range(spec["concurrency"])]
+    threads = [threading.Thread(target=run, args=(number,))
+               for number in range(spec["concurrency"])]
     for thread in threads:
         thread.start()
     for thread in threads:

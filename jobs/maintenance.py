@@ -17,6 +17,7 @@ from app.models import StepRun, Submission, utcnow
 log = logging.getLogger(__name__)
 
 LIVE_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+IN_FLIGHT = ("queued", "running", "retrying")
 
 
 def _live_worker_names(redis):
@@ -68,17 +69,18 @@ def reconcile():
     in_flight = db.session.execute(
         db.select(StepRun.id, StepRun.submission_id, StepRun.name, StepRun.status,
                   StepRun.job_id, StepRun.queued_at)
-        .where(StepRun.status.in_(("queued", "running", "retrying")))
+        .where(StepRun.status.in_(IN_FLIGHT))
     ).all()
     jobs = Job.fetch_many([s.job_id or "-" for s in in_flight], connection=redis)
     requeued = sum(_requeue(s, job, live_workers, now)
                    for s, job in zip(in_flight, jobs, strict=True))
 
-    # Pending steps whose dependencies are done (a crash between a step and its successors),
-    # and submissions that never got their first step into Redis.
+    # Submissions with nothing in flight are stalled: a crash between a step and its successors
+    # or its completion, or an intake that never got the first step into Redis. One with a step
+    # in flight moves on when that step ends, so it costs nothing here.
     waiting = db.session.execute(
         db.select(Submission).where(Submission.status.in_(("received", "processing")))
-        .where(Submission.steps.any(StepRun.status == "pending"))
+        .where(~Submission.steps.any(StepRun.status.in_(IN_FLIGHT)))
     ).scalars().all()
     enqueued = sum(len(pipeline.enqueue_ready(s)) for s in waiting)
     completed = sum(pipeline.complete_if_done(s.id) for s in waiting)

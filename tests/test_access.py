@@ -203,6 +203,17 @@ def test_no_one_else_can_open_or_change_anything_of_alices(app, scene, who):
     assert state() == before
 
 
+@pytest.mark.parametrize("digits", [18, 19, 40])
+def test_a_number_no_row_can_have_is_a_plain_404(app, scene, digits):
+    alice = Visitor(app, "alice@uni.test")
+    for endpoint, rule, method in object_routes(app):
+        url = url_of(app, rule, scene, missing=True).replace(str(MISSING_ID), "9" * digits)
+        response = alice.request(endpoint, method, url, scene.submission)
+        # Admin pages refuse Alice before looking; a longer number matches no route at all.
+        expected = 403 if url.startswith("/admin/") and digits <= 18 else 404
+        assert response.status_code == expected, f"{method} {url}"
+
+
 def test_a_classmate_sees_the_assignment_but_nothing_of_alices_work(app, scene):
     bob = Visitor(app, "bob@uni.test")
     page = bob.browser.get(f"/assignments/{scene.essay}")

@@ -1,6 +1,5 @@
 import logging
 import os
-import threading
 import time
 
 import pytest
@@ -485,8 +484,11 @@ def test_stream_of_a_closed_browser_is_cleaned_up_by_the_next_heartbeat(web, peo
     assert wait_for(lambda: event_hub.open_streams_all_processes() == 0, seconds=4)
 
 
-def test_hub_is_not_started_until_a_stream_opens(app, people):
+def test_hub_starts_with_the_first_stream_not_with_the_app(app, people):
+    hub_key = "submissions_event_hub"
+    assert hub_key not in app.extensions
     assert event_hub.open_stream_count() == 0
-    assert "submissions_event_hub" not in app.extensions
-    threads = {thread.name for thread in threading.enumerate()}
-    assert "sse-hub" not in threads
+    reader = follow(client_for(app, "alice"), f"user.{people['alice']}")
+    assert app.extensions[hub_key]._thread.is_alive()
+    assert event_hub.open_stream_count() == 1
+    reader.close()

@@ -93,6 +93,12 @@ class FaultRun:
             query = query.where(StepRun.name == step)
         return db.session.execute(query).scalar_one()
 
+    def retrying(self, step):
+        db.session.remove()
+        return db.session.execute(
+            db.select(db.func.count()).select_from(StepRun)
+            .where(StepRun.name == step, StepRun.status == "retrying")).scalar_one()
+
     def wait_mid_run(self, fraction, step=None, seconds=150):
         """Wait until `fraction` of the step runs (of one step, or all) are done: the fault
         then lands on work in flight."""

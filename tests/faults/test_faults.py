@@ -7,12 +7,15 @@ import time
 
 import pytest
 import redis
+from rq.exceptions import SchedulerNotFound
+from rq.scheduler import RQScheduler
 
-from app.extensions import db
+from app.extensions import db, get_redis
 from app.models import StepRun
 from app.pipeline import STEP_BY_NAME
 from tests.faults import checks
 from tests.faults.workload import uploads
+from tests.helpers import descendants
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,6 +29,8 @@ pytestmark = [
 
 SUBMISSIONS = int(os.environ.get("FAULT_SUBMISSIONS", "200"))
 SETTLE_SECONDS = 240
+# Enough receipts to be retrying when the worker is killed; the point is who moves retries.
+RETRY_SCHEDULER_SUBMISSIONS = 12
 # What the workers' clients wait for an answer (app/services defaults; not set by the env).
 TURNITIN_TIMEOUT = 30
 RECORDS_TIMEOUT = 15
@@ -137,6 +142,34 @@ def test_smtp_down_for_a_while(fault_run):
     run.smtp.stop()
     run.note("smtp stopped")
     time.sleep(10)
+    run.smtp.start()
+    run.note("smtp started")
+    settles_with_nothing_lost(run)
+
+
+def retry_scheduler_pid(run, queue_name):
+    """The pid of the RQ scheduler process that holds `queue_name`'s lock, or None."""
+    holder = get_redis().get(RQScheduler.get_locking_key(queue_name))
+    if holder is None:
+        return None
+    try:
+        return RQScheduler.fetch(holder.decode(), get_redis()).pid
+    except SchedulerNotFound:
+        return None
+
+
+def test_retries_go_on_after_the_worker_scheduling_them_is_killed(fault_run):
+    run = fault_run
+    run.smtp.stop()
+    run.note("smtp stopped")
+    run.start(uploads(RETRY_SCHEDULER_SUBMISSIONS))
+    run.wait_until(lambda: retry_scheduler_pid(run, "email"), 60,
+                   "a worker runs RQ's retry scheduler")
+    scheduler_pid = retry_scheduler_pid(run, "email")
+    [holder] = [p.pid for p in run.fleet.workers if scheduler_pid in descendants(p.pid)]
+    run.wait_until(lambda: run.retrying("email") >= 3, 120, "receipt emails were retrying")
+    run.fleet.kill(holder)
+    run.note(f"killed worker {holder}, which ran RQ's retry scheduler")
     run.smtp.start()
     run.note("smtp started")
     settles_with_nothing_lost(run)
