@@ -146,9 +146,6 @@ def table(label, saturation, steady, rate, clamd_socket, database):
         for fraction in (0.50, 0.99):
             result.add(f"at {rate:.1f}/s: {name} latency p{int(fraction * 100)}",
                        _ms(ours[key], fraction), _ms(inline[key], fraction), "ms")
-    result.add(f"at {rate:.1f}/s: uploads accepted per second",
-               ours["accepted"] / ours["seconds"], inline["accepted"] / inline["seconds"],
-               "1/s", better="higher")
     result.add("uploads sent (saturation + steady)",
                saturation["ours"]["uploads"] + ours["uploads"],
                saturation["inline"]["uploads"] + inline["uploads"], better=None)

@@ -129,6 +129,8 @@ def closed_loop(client, spec, began):
         next_start = began + (client_number / rate if rate else 0)
         while True:
             if rate:
+                if next_start >= deadline:
+                    return
                 time.sleep(max(0.0, next_start - time.perf_counter()))
                 next_start += period
             if time.perf_counter() >= deadline:

@@ -25,8 +25,8 @@ def emit(type, payload, topics, submission_id=None):
     event = Event(type=type, payload=payload, submission_id=submission_id)
     event.topics = [EventTopic(topic=topic) for topic in dict.fromkeys(topics)]
     db.session.add(event)
-    db.session.flush()
-    db.session.info.setdefault(_PENDING, []).append((event.id, type, payload, list(topics)))
+    # No flush here: many events in one transaction are inserted together at commit.
+    db.session.info.setdefault(_PENDING, []).append(event)
     return event
 
 
@@ -44,6 +44,20 @@ def publish(event_id, type, payload, topics):
         pipe.execute()
     except Exception as exc:  # the event is in the database; a reconnecting stream replays it
         log.warning("event=publish_failed event_id=%s error=%r", event_id, exc)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _number_pending(session):
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+    session.flush()
+    # Ids exist once flushed; keep plain values, since commit expires the objects.
+    session.info[_PENDING] = [
+        item if isinstance(item, tuple)
+        else (item.id, item.type, item.payload, [t.topic for t in item.topics])
+        for item in pending
+    ]
 
 
 @sa_event.listens_for(Session, "after_commit")

@@ -7,6 +7,7 @@ from collections import Counter
 
 from rq import Worker
 from rq.job import Job
+from sqlalchemy.exc import OperationalError
 
 from app.extensions import db, get_redis
 from app.models import StepRun, Submission
@@ -15,10 +16,20 @@ from tests.faults.checks import Expected
 from tests.helpers import upload_api
 
 FINISHED = ("completed", "rejected")
+DONE = ("succeeded", "skipped", "failed")
 
 
 class RunFailed(AssertionError):
     pass
+
+
+def read(statement):
+    """Rows of one query in a transaction of its own, so no connection is held across a
+    database restart."""
+    try:
+        return db.session.execute(statement).all()
+    finally:
+        db.session.remove()
 
 
 class FaultRun:
@@ -57,6 +68,7 @@ class FaultRun:
                 time.sleep(float(response.headers.get("Retry-After", "1")))
             body = response.get_json()
             self.expected[body["id"]] = Expected(upload, body["student_id"])
+        db.session.remove()
         self.note(f"{len(files)} uploads accepted")
 
     def start(self, files):
@@ -66,58 +78,56 @@ class FaultRun:
         self.note(f"{self.fleet.size} workers and the scheduler started")
 
     def statuses(self):
-        db.session.remove()
-        return Counter(db.session.execute(
-            db.select(Submission.status).where(Submission.id.in_(self.expected))).scalars())
+        return Counter(dict(read(
+            db.select(Submission.status, db.func.count())
+            .where(Submission.id.in_(self.expected)).group_by(Submission.status))))
 
-    def finished(self):
-        return sum(count for status, count in self.statuses().items() if status in FINISHED)
+    def steps(self, statuses, step=None):
+        query = db.select(db.func.count()).select_from(StepRun).where(
+            StepRun.submission_id.in_(self.expected), StepRun.status.in_(statuses))
+        if step is not None:
+            query = query.where(StepRun.name == step)
+        return read(query)[0][0]
 
     def wait_until(self, predicate, seconds, what, poll=0.2):
+        """Poll `predicate` (a database it reads may be down for a moment) until it holds,
+        restarting any process that exited meanwhile."""
         deadline = time.monotonic() + seconds
         while True:
             self.fleet.keep_running()
-            if predicate():
-                return
+            try:
+                if predicate():
+                    return
+            except OperationalError:
+                pass
             if time.monotonic() > deadline:
                 raise RunFailed(f"gave up after {seconds} s waiting until {what}\n"
                                 + self.diagnosis())
             time.sleep(poll)
-
-    def steps_done(self, step=None):
-        db.session.remove()
-        query = db.select(db.func.count()).select_from(StepRun).where(
-            StepRun.submission_id.in_(self.expected),
-            StepRun.status.in_(("succeeded", "skipped", "failed")))
-        if step is not None:
-            query = query.where(StepRun.name == step)
-        return db.session.execute(query).scalar_one()
-
-    def retrying(self, step):
-        db.session.remove()
-        return db.session.execute(
-            db.select(db.func.count()).select_from(StepRun)
-            .where(StepRun.name == step, StepRun.status == "retrying")).scalar_one()
 
     def wait_mid_run(self, fraction, step=None, seconds=150):
         """Wait until `fraction` of the step runs (of one step, or all) are done: the fault
         then lands on work in flight."""
         total = len(self.expected) * (1 if step else len(STEPS))
         target = max(1, int(total * fraction))
-        self.wait_until(lambda: self.steps_done(step) >= target, seconds,
+        self.wait_until(lambda: self.steps(DONE, step) >= target, seconds,
                         f"{target} {step or 'pipeline'} steps were done")
-        self.note(f"mid-run: {self.steps_done(step)} of {total} {step or 'all'} steps done")
+        self.note(f"mid-run: {self.steps(DONE, step)} of {total} {step or 'all'} steps done")
 
     def wait_all_finished(self, seconds):
         def settled():
             statuses = self.statuses()
-            if statuses.get("needs_attention"):
+            if statuses["needs_attention"]:
                 raise RunFailed("a step gave up: some submissions need attention\n"
                                 + self.diagnosis())
             return sum(statuses[s] for s in FINISHED) == len(self.expected)
 
         self.wait_until(settled, seconds, "every submission finished", poll=0.5)
         self.note("every submission finished")
+        if self.fleet.exits:
+            self.note(f"{len(self.fleet.exits)} processes exited and were restarted: "
+                      + ", ".join(f"{name} {pid} ({code})" for name, pid, code in
+                                  self.fleet.exits))
 
     def workers_running(self):
         """{worker pid: (step name, job id)} of the workers executing a pipeline job now."""
@@ -129,19 +139,20 @@ class FaultRun:
         return running
 
     def diagnosis(self):
-        db.session.remove()
-        steps = db.session.execute(
-            db.select(StepRun).where(StepRun.status.notin_(("succeeded", "skipped")))
-            .order_by(StepRun.id)
-        ).scalars().all()
-        jobs = Job.fetch_many([s.job_id or "-" for s in steps[:15]], connection=get_redis())
+        steps = [row[0] for row in read(
+            db.select(StepRun).where(StepRun.submission_id.in_(self.expected),
+                                     StepRun.status.notin_(("succeeded", "skipped")))
+            .order_by(StepRun.id))]
+        shown = steps[:15]
+        jobs = Job.fetch_many([s.job_id or "-" for s in shown], connection=get_redis())
         stuck = [f"  submission {s.submission_id} {s.name} {s.status} attempts={s.attempts} "
                  f"job={s.job_id} redis={job.get_status() if job else 'missing'} "
-                 f"error={s.last_error!r}" for s, job in zip(steps[:15], jobs, strict=False)]
-        lines = [f"statuses: {dict(self.statuses())}",
-                 f"unfinished steps: {dict(Counter(s.status for s in steps))}",
-                 *stuck,
-                 f"process exits: {self.fleet.exits}",
-                 "run: " + " | ".join(self.notes),
-                 *self.fleet.log_lines("Traceback", "level=ERROR", "quitting")[-25:]]
-        return "\n".join(lines)
+                 f"error={s.last_error!r}" for s, job in zip(shown, jobs, strict=True)]
+        return "\n".join([
+            f"statuses: {dict(self.statuses())}",
+            f"unfinished steps: {dict(Counter(s.status for s in steps))}",
+            *stuck,
+            f"process exits: {self.fleet.exits}",
+            "run: " + " | ".join(self.notes),
+            *self.fleet.log_lines("Traceback", "level=ERROR", "quitting")[-25:],
+        ])

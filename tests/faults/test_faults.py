@@ -14,6 +14,7 @@ from app.extensions import db, get_redis
 from app.models import StepRun
 from app.pipeline import STEP_BY_NAME
 from tests.faults import checks
+from tests.faults.run import read
 from tests.faults.workload import uploads
 from tests.helpers import descendants
 
@@ -38,7 +39,6 @@ RECORDS_TIMEOUT = 15
 
 def settles_with_nothing_lost(run):
     run.wait_all_finished(SETTLE_SECONDS)
-    db.session.remove()
     problems = (checks.outcomes(run.expected)
                 + checks.receipts(run.expected, run.smtp.messages)
                 + checks.student_records(run.expected, run.records)
@@ -50,10 +50,7 @@ def settles_with_nothing_lost(run):
 
 def recorded_running(job_id):
     """True once the job has recorded its step as running: the kill then lands mid-step."""
-    db.session.remove()
-    return db.session.execute(
-        db.select(StepRun.status).filter_by(job_id=job_id)
-    ).scalar_one_or_none() == "running"
+    return read(db.select(StepRun.status).filter_by(job_id=job_id)) == [("running",)]
 
 
 def test_worker_killed_with_sigkill_during_each_step(fault_run):
@@ -167,7 +164,8 @@ def test_retries_go_on_after_the_worker_scheduling_them_is_killed(fault_run):
                    "a worker runs RQ's retry scheduler")
     scheduler_pid = retry_scheduler_pid(run, "email")
     [holder] = [p.pid for p in run.fleet.workers if scheduler_pid in descendants(p.pid)]
-    run.wait_until(lambda: run.retrying("email") >= 3, 120, "receipt emails were retrying")
+    run.wait_until(lambda: run.steps(("retrying",), "email") >= 3, 120,
+                   "receipt emails were retrying")
     run.fleet.kill(holder)
     run.note(f"killed worker {holder}, which ran RQ's retry scheduler")
     run.smtp.start()
