@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import redis
@@ -120,6 +121,18 @@ class Web:
                 pass
             time.sleep(0.2)
         raise BenchError(f"gunicorn did not answer in {seconds} s:\n{log_tail(self.log)}")
+
+    def warm_up(self, token, requests_count=20):
+        """A few authenticated API reads at once, so every gevent worker has loaded its code
+        and opened its database connections before anything is measured."""
+        def read(_):
+            return requests.get(self.url + "/api/v1/assignments", timeout=60,
+                                headers={"Authorization": f"Bearer {token}"}).status_code
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            statuses = set(pool.map(read, range(requests_count)))
+        if statuses != {200}:
+            raise BenchError(f"warm-up requests answered {sorted(statuses)}")
 
 
 class Stack:
@@ -259,12 +272,17 @@ class Stack:
         env.update({key: str(value) for key, value in extra.items()})
         return env
 
-    def _spawn(self, name, command, env, stop_signal):
+    def _spawn(self, name, command, env, stop_signal, niceness=0):
         log_path = self.workdir / f"{name}.log"
         log = open(log_path, "ab")
+
+        def prepare():
+            raise_open_files()
+            os.nice(niceness)
+
         child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True,
-                                 preexec_fn=raise_open_files)
+                                 preexec_fn=prepare)
         self.children.append((child, stop_signal, log))
         return child, log_path
 
@@ -279,12 +297,27 @@ class Stack:
         ], env=env, stop_signal=signal.SIGINT)
         return Web(child, port, log).wait_until_up()
 
-    def workers(self, count, queues=(), **env):
+    def workers(self, count, queues=(), niceness=0, **env):
         return [
             self._spawn(f"worker{index}", [sys.executable, "worker.py", *queues],
-                        env=self.env(**env), stop_signal=signal.SIGTERM)[0]
+                        env=self.env(**env), stop_signal=signal.SIGTERM, niceness=niceness)[0]
             for index in range(count)
         ]
+
+    def wait_for_workers(self, count, seconds=60):
+        """Until `count` RQ workers have registered with Redis (started and listening)."""
+        from rq import Worker
+
+        connection = redis.Redis.from_url(self.redis_url)
+        deadline = time.monotonic() + seconds
+        try:
+            while Worker.count(connection=connection) < count:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"fewer than {count} workers started:\n"
+                                     f"{log_tail(self.workdir / 'worker0.log')}")
+                time.sleep(0.2)
+        finally:
+            connection.close()
 
     def stop(self, process):
         for entry in list(self.children):

@@ -63,7 +63,8 @@ class Client:
         except (OSError, http.client.HTTPException):
             if not reused:
                 raise
-            # The server closed the idle keep-alive connection; as browsers do, send it again.
+            # The server closed the idle keep-alive connection; as browsers do, send it again
+            # (the same Idempotency-Key makes a repeat harmless).
             conn.close()
             self.local.conn = None
             conn = self.connection()

@@ -6,6 +6,7 @@ from datetime import UTC, timedelta
 from flask import current_app
 from rq import Worker
 from rq.job import Job, JobStatus
+from rq.scheduler import RQScheduler
 from rq_scheduler import Scheduler
 from sqlalchemy import update
 
@@ -61,8 +62,26 @@ def _requeue(seen, job, live_workers, now):
     return bool(claimed)
 
 
+def enqueue_due_retries(redis):
+    """Move due retries into their queues wherever no live RQ scheduler holds the lock."""
+    # When the worker whose scheduler moves retries is killed (or its scheduler dies with
+    # Redis), the other workers try to take the lock over only every ten minutes.
+    scheduler = RQScheduler(pipeline.QUEUES, connection=redis)
+    orphaned = scheduler.acquire_locks()
+    try:
+        if orphaned:
+            scheduler.enqueue_scheduled_jobs()
+    finally:
+        scheduler.release_locks()
+        scheduler.connection.connection_pool.disconnect()
+    return orphaned
+
+
 def reconcile():
     redis = get_redis()
+    orphaned = enqueue_due_retries(redis)
+    if orphaned:
+        log.info("event=retries_moved queues=%s", ",".join(sorted(orphaned)))
     live_workers = _live_worker_names(redis)
     now = utcnow()
     # Plain rows, not ORM objects: each claim commits, and must compare with what we saw here.

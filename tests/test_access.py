@@ -1,8 +1,9 @@
 """Who may open what. Every URL that names a submission, its file or thumbnail, a grade, an
-assignment, a flash message or a step is requested, taken from the app's own URL map so a new
-route is covered the day it is added, as another student of the course, as a student and as
-staff of another course, and anonymously. Each is refused without showing the owner's data or
-changing anything; each write also needs its CSRF token even from the rightful user."""
+assignment, a flash message, a pipeline step or a job is taken from the app's own URL map, so
+a new route is covered the day it is added, and requested as another student of the course,
+as a student and as staff of another course, and anonymously. Each is refused without showing
+the owner's data or changing anything; each write also needs its CSRF token even from the
+rightful user. Live-event topics are checked the same way."""
 
 import io
 import uuid
@@ -22,7 +23,6 @@ SECRET_TEXT = b"Alice's own argument: queues decouple acceptance from processing
 SECRET_NAME = "alice-private-essay.txt"
 SECRET_FEEDBACK = "Feedback for Alice only: strong conclusion"
 SECRET_FLASH = "Alice, your extension request was approved"
-OBJECT_ARGS = {"submission_id", "assignment_id", "message_id", "step_id"}
 MISSING_ID = 987654321
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # Uploading into one's own course is not an access question: there is nothing of Alice's in it.
@@ -41,7 +41,7 @@ class Scene:
         assert response.status_code == 202, response.get_json()
         self.submission = response.get_json()["id"]
         self.sha256 = response.get_json()["sha256"]
-        self.essay, self.sketch = world.essay.id, world.sketch.id
+        self.essay = world.essay.id
         self.user_ids = {name: user.id for name, user in world.users.items()}
         self.alice = self.user_ids["alice"]
         run_jobs()
@@ -53,16 +53,20 @@ class Scene:
         send_flash([self.alice], SECRET_FLASH)
         db.session.commit()
         self.flash = db.session.execute(db.select(FlashMessage.id)).scalar_one()
-        self.step = db.session.execute(
-            db.select(StepRun.id).filter_by(submission_id=self.submission, name="thumbnail")
-        ).scalar_one()
+        self.step, self.job = db.session.execute(
+            db.select(StepRun.id, StepRun.job_id).filter_by(submission_id=self.submission,
+                                                            name="thumbnail")
+        ).one()
         self.secrets = [SECRET_NAME, self.sha256, SECRET_TEXT.decode().strip(), SECRET_FEEDBACK,
                         SECRET_FLASH]
 
     def ids(self, missing=False):
-        return {arg: MISSING_ID for arg in OBJECT_ARGS} if missing else {
-            "submission_id": self.submission, "assignment_id": self.essay,
-            "message_id": self.flash, "step_id": self.step}
+        """A value for each object-naming URL argument: Alice's object, or one that is not."""
+        if missing:
+            return {"submission_id": MISSING_ID, "assignment_id": MISSING_ID,
+                    "flash_id": MISSING_ID, "step_id": MISSING_ID, "job_id": "no-such-job"}
+        return {"submission_id": self.submission, "assignment_id": self.essay,
+                "flash_id": self.flash, "step_id": self.step, "job_id": self.job}
 
 
 @pytest.fixture
@@ -71,20 +75,20 @@ def scene(app, client, world):
 
 
 def object_routes(app):
-    """(endpoint, rule, method) for every route that names one of our objects."""
+    """(endpoint, rule, method) for every route that names one of our objects by its id."""
     routes = []
     for rule in app.url_map.iter_rules():
-        if set(rule.arguments) & OBJECT_ARGS:
+        if any(arg.endswith("_id") for arg in rule.arguments):
             routes += [(rule.endpoint, rule, method)
                        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
     return sorted(routes, key=lambda route: (route[1].rule, route[2]))
 
 
 def url_of(app, rule, scene, missing=False):
-    values = {}
+    values, ids = {}, scene.ids(missing)
     for arg in rule.arguments:
-        if arg in OBJECT_ARGS:
-            values[arg] = scene.ids(missing)[arg]
+        if arg in ids:
+            values[arg] = ids[arg]
         elif arg == "step_name":
             values[arg] = "thumbnail"
         else:
@@ -94,7 +98,7 @@ def url_of(app, rule, scene, missing=False):
 
 def body_for(endpoint, submission_id):
     """What the rightful user would send to this write: form fields, or JSON for the API."""
-    future = (utcnow() + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M")
+    future = utcnow() + timedelta(days=3)
     upload = {"file": (io.BytesIO(b"Another essay.\n"), "another.txt")}
     bodies = {
         "submissions.assignment": {"data": {**upload, "idempotency_key": uuid.uuid4().hex}},
@@ -102,12 +106,14 @@ def body_for(endpoint, submission_id):
         "grades.grade": {"data": {f"s{submission_id}-score": "1",
                                   f"s{submission_id}-feedback": "overwritten"}},
         "grades.release": {"data": {}},
-        "grades.schedule": {"data": {"release_at": future}},
+        "grades.schedule": {"data": {"release_at": future.strftime("%Y-%m-%dT%H:%M")}},
         "grades.cancel": {"data": {}},
         "submission.requeue": {"data": {}},
+        "admin_queues.requeue": {"data": {}},
+        "admin_queues.delete": {"data": {}},
         "api.create_submission": {"data": upload},
         "api.put_grade": {"json": {"score": 1, "feedback": "overwritten"}},
-        "api.post_release": {"json": {"at": (utcnow() + timedelta(days=3)).isoformat()}},
+        "api.post_release": {"json": {"at": future.isoformat()}},
         "api.delete_release": {},
         "api.acknowledge_flash": {},
     }
@@ -144,9 +150,10 @@ class Visitor:
     def __init__(self, app, email=None):
         self.email = email
         self.browser = app.test_client()
+        self.token_client = app.test_client()
         self.api_headers = {}
         if email:
-            self.api_headers = Auth(app.test_client()).token(email)
+            self.api_headers = Auth(self.token_client).token(email)
             Auth(self.browser).login(email)
         page = self.browser.get("/" if email else "/login").get_data(as_text=True)
         self.csrf_token = csrf_from(page)
@@ -207,6 +214,8 @@ def test_no_one_else_can_open_or_change_anything_of_alices(app, scene, who):
 def test_a_number_no_row_can_have_is_a_plain_404(app, scene, digits):
     alice = Visitor(app, "alice@uni.test")
     for endpoint, rule, method in object_routes(app):
+        if "job_id" in rule.arguments:
+            continue  # a job id is text, not a number
         url = url_of(app, rule, scene, missing=True).replace(str(MISSING_ID), "9" * digits)
         response = alice.request(endpoint, method, url, scene.submission)
         # Admin pages refuse Alice before looking; a longer number matches no route at all.
@@ -265,9 +274,9 @@ def test_every_write_needs_its_csrf_token_even_from_the_rightful_user(app, scene
         before = state()
         forged = visitor.request(endpoint, method, url, scene.submission, csrf=False,
                                  session_api=True)
+        refusal = forged.get_data(as_text=True)
         assert forged.status_code == 400, f"{method} {url} without a CSRF token"
-        assert "CSRF" in forged.get_data(as_text=True) or "session expired" in forged.get_data(
-            as_text=True), f"{method} {url}: the refusal should say why"
+        assert "CSRF" in refusal or "session expired" in refusal, f"{method} {url}: say why"
         assert state() == before, f"{method} {url} without a CSRF token changed something"
         rightful = visitor.request(endpoint, method, url, scene.submission, session_api=True)
         assert rightful.status_code < 400, (f"{method} {url} with its token",
@@ -285,9 +294,13 @@ def topics_of(scene):
     }
 
 
-def open_stream(visitor, *topics):
+def open_stream(visitor, *topics, bearer=False):
     query = "&".join(f"topic={topic}" for topic in topics)
-    response = visitor.browser.get(f"/events?{query}", buffered=False)
+    if bearer:
+        response = visitor.token_client.get(f"/events?{query}", headers=visitor.api_headers,
+                                            buffered=False)
+    else:
+        response = visitor.browser.get(f"/events?{query}", buffered=False)
     try:
         first = next(iter(response.response), b"") if response.status_code == 200 else b""
         body = response.get_data() if response.status_code != 200 else first
@@ -304,10 +317,11 @@ def open_stream(visitor, *topics):
 def test_topics_of_alice_are_refused_before_the_stream_starts(app, scene, who, allowed):
     visitor = Visitor(app, f"{who}@uni.test")
     for name, topic in topics_of(scene).items():
-        status, body = open_stream(visitor, topic)
-        assert status == (200 if name in allowed else 403), (who, topic)
-        if status == 403:
-            assert b"forbidden" in body and SECRET_FLASH.encode() not in body
+        for bearer in (False, True):
+            status, body = open_stream(visitor, topic, bearer=bearer)
+            assert status == (200 if name in allowed else 403), (who, topic, bearer)
+            if status == 403:
+                assert b"forbidden" in body and SECRET_FLASH.encode() not in body
     # One refused topic refuses the whole stream, whatever else it asks for.
     own = f"user.{scene.user_ids[who]}"
     assert open_stream(visitor, own)[0] == 200

@@ -120,3 +120,17 @@ def test_every_api_route_is_in_the_openapi_document(app, client):
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert routed - documented == set(), "API routes the fuzzer cannot see"
     assert documented - routed == set(), "documented operations that do not exist"
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
+    "app/grades/release.py (grades owner): schedule_release converts `at` to UTC without "
+    "guarding the ends of the calendar, so an offset at year 1 or 9999 raises OverflowError "
+    "(a 500) instead of a 400 invalid_release_time"))
+@pytest.mark.parametrize("at", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"])
+def test_release_time_at_the_ends_of_the_calendar_is_a_400(app, client, world, at):
+    before = written()
+    response = client.post(f"/api/v1/assignments/{world.essay.id}/release", json={"at": at},
+                           headers=Auth(client).token("sam@uni.test"))
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_release_time"
+    assert written() == before

@@ -53,8 +53,8 @@ class ApiChannel:
         return self.client.post(self.url, data=body, content_type=content_type,
                                 headers=self.headers, environ_overrides=environ)
 
-    def multipart(self, filename, content, boundary=hostile.BOUNDARY):
-        return hostile.multipart(filename=filename, content=content, boundary=boundary)
+    def multipart(self, filename, content):
+        return hostile.multipart(filename=filename, content=content)
 
     @staticmethod
     def refusal(response):
@@ -79,11 +79,11 @@ class FormChannel:
         return self.client.post(self.url, data=body, content_type=content_type,
                                 environ_overrides=environ)
 
-    def multipart(self, filename, content, boundary=hostile.BOUNDARY):
+    def multipart(self, filename, content):
         page = self.client.get(self.url).get_data(as_text=True)
         key = re.search(r'name="idempotency_key"[^>]*value="([^"]*)"', page).group(1)
         return hostile.multipart({"csrf_token": csrf_from(page), "idempotency_key": key},
-                                 filename=filename, content=content, boundary=boundary)
+                                 filename=filename, content=content)
 
     @staticmethod
     def refusal(response):
@@ -211,7 +211,7 @@ def test_multipart_form_without_a_file_part_is_told_to_choose_one(app, channel):
     assert_refused(app, channel, response, before, 400, "no_file", "Choose a file")
 
 
-def test_huge_text_file_over_the_assignment_limit_is_refused_with_413(app, channel, world):
+def test_huge_text_file_over_the_assignment_limit_is_refused_with_413(app, channel):
     before = left_behind(app)
     huge = b"All work and no play makes a dull essay.\n" * (3 * 1024 * 1024 // 41)
     response = channel.upload(huge, "essay.txt")
@@ -327,16 +327,17 @@ def test_clean_pdf_with_a_zip_appended_is_kept_byte_for_byte_and_served_as_a_dow
     assert download.headers["Content-Disposition"].startswith("attachment")
 
 
-@pytest.mark.parametrize("content, filename, reason", [
-    (hostile.png_declaring(30000, 30000), "sketch.png", "30,000 × 30,000 pixels"),
-    (samples.png_bomb(16000, 16000), "sketch.png", "more than the 50 megapixels"),
-    (samples.corrupt_pdf(), "essay.pdf", "damaged or not really a PDF"),
-    (hostile.truncated_pdf(), "essay.pdf", "damaged or not really a PDF"),
-    (b"%PDF-1.7\n", "essay.pdf", "damaged or not really a PDF"),
+@pytest.mark.parametrize("make, filename, reason", [
+    (lambda: hostile.png_declaring(30000, 30000), "sketch.png", "30,000 × 30,000 pixels"),
+    (lambda: samples.png_bomb(16000, 16000), "sketch.png", "more than the 50 megapixels"),
+    (samples.corrupt_pdf, "essay.pdf", "damaged or not really a PDF"),
+    (hostile.truncated_pdf, "essay.pdf", "damaged or not really a PDF"),
+    (lambda: b"%PDF-1.7\n", "essay.pdf", "damaged or not really a PDF"),
 ], ids=["png declaring 30000x30000", "png bomb", "corrupt pdf", "truncated pdf",
         "pdf header only"])
 def test_unreadable_or_bomb_picture_completes_without_a_preview_after_one_try(
-        app, owner, client, auth, world, content, filename, reason):
+        app, owner, client, auth, world, make, filename, reason):
+    content = make()
     submission_id = submit(client, auth, world.essay, content, filename)
     view = processed(owner, submission_id, seconds=30)
     assert view["status"] == "completed"
@@ -349,12 +350,13 @@ def test_unreadable_or_bomb_picture_completes_without_a_preview_after_one_try(
     assert served(owner, submission_id, "file").data == content
 
 
-@pytest.mark.parametrize("content", [
-    pytest.param(hostile.pdf_with_pages(levels=6, fan_out=10), id="a million pages"),
-    pytest.param(hostile.pdf_image_bomb(mib=384), id="a 384 MB image on its page"),
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: hostile.pdf_with_pages(levels=6, fan_out=10), id="a million pages"),
+    pytest.param(lambda: hostile.pdf_image_bomb(mib=384), id="a 384 MB image on its page"),
 ])
 def test_enormous_pdf_is_previewed_from_its_first_page_within_bounds(
-        app, owner, client, auth, world, content):
+        app, owner, client, auth, world, make):
+    content = make()
     assert len(content) < 1024 * 1024
     submission_id = submit(client, auth, world.essay, content, "essay.pdf")
     view = processed(owner, submission_id, seconds=30)

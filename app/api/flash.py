@@ -7,9 +7,9 @@ from app.api.routes import iso, require_user
 from app.flash import acknowledge
 
 
-@bp.post("/flash/<int:message_id>/ack")
-def acknowledge_flash(message_id):
-    message = acknowledge(require_user(), message_id)
+@bp.post("/flash/<int:flash_id>/ack")
+def acknowledge_flash(flash_id):
+    message = acknowledge(require_user(), flash_id)
     if message is None:
         raise ApiError(404, "not_found", "No such message.")
     return jsonify({"id": message.id, "acked_at": iso(message.acked_at)})

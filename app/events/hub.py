@@ -6,7 +6,8 @@ one is held until the lower one arrives or, after SSE_GAP_WAIT_SECONDS, is looke
 database (committed but never published) or given up (rolled back, or still uncommitted).
 A stream that has sent id N has therefore sent everything up to N on its topics, and a
 reconnect that replays "after N" from the database misses nothing. An id given up on that
-turns up later is still delivered, marked late.
+turns up later is still delivered, marked late. (A hub that has just started cannot tell ids
+rolled back before it started from uncommitted ones, so its first event may wait that long.)
 """
 
 import json
