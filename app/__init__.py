@@ -31,6 +31,7 @@ def create_app(config=None):
 
     from app import auth, cli, errors, templating
     from app.admin import init_app as init_admin
+    from app.api import JSONProvider
     from app.api import bp as api_bp
     from app.events import bp as events_bp
     from app.events import stream  # noqa: F401  (attaches the /events routes)
@@ -46,6 +47,7 @@ def create_app(config=None):
     app.register_blueprint(flash_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")
+    app.json = JSONProvider(app)
     csrf.exempt(api_bp)
     init_admin(app)
     errors.init_app(app)

@@ -22,8 +22,8 @@ from bench.report import Table
 from bench.seed import seed_cohort
 from bench.stack import ROOT, BenchError, Stack, percentile, rss_kib
 
-QUICK = {"streams": 500, "events": 5}
-FULL = {"streams": 5000, "events": 10}
+QUICK = {"streams": (500,), "events": 5}
+FULL = {"streams": (1000, 5000), "events": 10}
 CLIENT_PROCESSES = 2
 CONNECT_AT_ONCE = 100
 EVENT_GAP_SECONDS = 0.5
@@ -32,15 +32,18 @@ SETTLE_SECONDS = 1.0
 
 def run(quick, database, keep=False):
     plan = QUICK if quick else FULL
+    tables = []
     with Stack("fanout", database=database, clamd=False, keep=keep) as stack:
         app = stack.app()
-        with app.app_context():
-            cohort = seed_cohort(plan["streams"])
-        results = {}
-        for variant in ("ours", "stock"):
-            print(f"  fan-out: {variant}, {plan['streams']} streams …", flush=True)
-            results[variant] = measure(stack, app, cohort, variant, plan)
-        return [table(results, plan, database)]
+        for streams in plan["streams"]:
+            with app.app_context():
+                cohort = seed_cohort(streams)
+            results = {}
+            for variant in ("ours", "stock"):
+                print(f"  fan-out: {variant}, {streams} streams …", flush=True)
+                results[variant] = measure(stack, app, cohort, variant, plan["events"])
+            tables.append(table(results, streams, plan["events"], database))
+    return tables
 
 
 def stream_requests(cohort, variant):
@@ -52,10 +55,10 @@ def stream_requests(cohort, variant):
             for user_id, token, _ in cohort.students]
 
 
-def measure(stack, app, cohort, variant, plan):
+def measure(stack, app, cohort, variant, events):
     wsgi = "wsgi:app" if variant == "ours" else "bench.stock_sse_app:app"
-    web = stack.web(wsgi, name=f"web-{variant}", workers=1,
-                    connections=plan["streams"] + 1000)
+    streams_wanted = len(cohort.students)
+    web = stack.web(wsgi, name=f"web-{variant}", workers=1, connections=streams_wanted + 1000)
     try:
         (worker_pid,) = web.worker_pids()
         requests_ = stream_requests(cohort, variant)
@@ -69,14 +72,14 @@ def measure(stack, app, cohort, variant, plan):
         opening = time.monotonic()
         streams = open_streams(stack, web, requests_, variant, CLIENT_PROCESSES)
         try:
-            opened, failed = streams.wait_ready(timeout=plan["streams"] / 5 + 120)
+            opened, failed = streams.wait_ready(timeout=streams_wanted / 5 + 120)
             if variant == "stock":
                 wait_subscribed(monitor, cohort, subscribed_before + opened)
             opened_in = time.monotonic() - opening
             time.sleep(SETTLE_SECONDS)
             rss_after = rss_kib(worker_pid)
             clients_during = len(monitor.client_list()) - 1
-            for seq in range(plan["events"]):
+            for seq in range(events):
                 publish(stack, app, cohort, variant, seq)
                 time.sleep(EVENT_GAP_SECONDS)
             time.sleep(SETTLE_SECONDS * 2)
@@ -93,7 +96,7 @@ def measure(stack, app, cohort, variant, plan):
         "redis_before": clients_before, "redis_during": clients_during,
         "latencies": latencies,
         "delivered": sum(per_event.values()),
-        "expected": opened * plan["events"],
+        "expected": opened * events,
     }
 
 
@@ -200,9 +203,9 @@ def open_streams(stack, web, requests_, name, processes):
     return clients
 
 
-def table(results, plan, database):
+def table(results, streams, events, database):
     ours, stock = results["ours"], results["stock"]
-    result = Table(f"Live fan-out, {plan['streams']:,} streams on one gunicorn gevent worker "
+    result = Table(f"Live fan-out, {streams:,} streams on one gunicorn gevent worker "
                    f"({database})", "ours (hub)", "stock flask-sse")
     result.add("streams open", ours["opened"], stock["opened"], better=None)
     result.add("streams refused or failed", ours["failed"], stock["failed"], better=None)
@@ -224,7 +227,7 @@ def table(results, plan, database):
     for name, figures in (("ours", ours), ("stock", stock)):
         if figures["failures"]:
             result.note(f"{name} failures (first): {figures['failures'][:3]}")
-    result.note(f"{plan['events']} broadcast events {EVENT_GAP_SECONDS} s apart; latency is "
+    result.note(f"{events} broadcast events {EVENT_GAP_SECONDS} s apart; latency is "
                 "over every (stream, event) pair; clients in "
                 f"{CLIENT_PROCESSES} separate processes stamp receipt when a chunk is read")
     result.note(f"Redis connections: CLIENT LIST while streaming, less the benchmark's own; "

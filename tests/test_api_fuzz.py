@@ -122,6 +122,22 @@ def test_every_api_route_is_in_the_openapi_document(app, client):
     assert documented - routed == set(), "documented operations that do not exist"
 
 
+def test_json_nested_too_deeply_to_decode_is_a_400_everywhere(app, client, real_ids):
+    nested = b"[" * 100_000 + b"]" * 100_000
+    staff = Auth(app.test_client()).token("sam@uni.test")
+    for method, path, headers in [
+        ("POST", "/api/v1/tokens", {}),
+        ("PUT", f"/api/v1/submissions/{real_ids['submission_id']}/grade", staff),
+        ("POST", f"/api/v1/assignments/{real_ids['assignment_id']}/release", staff),
+    ]:
+        before = written()
+        response = client.open(path, method=method, data=nested, headers=headers,
+                               content_type="application/json")
+        assert response.status_code == 400, path
+        assert set(response.get_json()["error"]) == {"code", "message"}
+        assert written() == before, path
+
+
 @pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
     "app/grades/release.py (grades owner): schedule_release converts `at` to UTC without "
     "guarding the ends of the calendar, so an offset at year 1 or 9999 raises OverflowError "
@@ -133,4 +149,18 @@ def test_release_time_at_the_ends_of_the_calendar_is_a_400(app, client, world, a
                            headers=Auth(client).token("sam@uni.test"))
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_release_time"
+    assert written() == before
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
+    "app/grades/release.py (grades owner): parse_score catches TypeError and ValueError from "
+    "float() but not OverflowError, so a JSON integer of hundreds of digits is a 500"))
+def test_score_too_long_for_a_float_is_a_400(app, client, world, real_ids):
+    before = written()
+    response = client.put(f"/api/v1/submissions/{real_ids['submission_id']}/grade",
+                          data=b'{"score": 1' + b"0" * 400 + b"}",
+                          content_type="application/json",
+                          headers=Auth(client).token("sam@uni.test"))
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_grade"
     assert written() == before

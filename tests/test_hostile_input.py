@@ -226,6 +226,16 @@ def test_body_over_the_server_limit_is_refused_with_413_before_it_is_read(app, c
                    f"at most {app.config['MAX_UPLOAD_MB']} MB")
 
 
+def test_form_of_thousands_of_parts_is_refused_before_any_is_stored(app, channel):
+    before = left_behind(app)
+    parts = "".join(f"--{hostile.BOUNDARY}\r\nContent-Disposition: form-data; name=\"f{n}\"\r\n"
+                    f"\r\nx\r\n" for n in range(5000)).encode()
+    response = channel.post(parts + channel.multipart(b"essay.txt", ESSAY),
+                            hostile.multipart_type())
+    assert response.status_code == 413
+    assert left_behind(app) == before
+
+
 def test_idempotency_key_longer_than_documented_is_refused(app, client, auth, world):
     before = left_behind(app)
     response = upload_api(client, auth.token("alice@uni.test"), world.essay.id, ESSAY,

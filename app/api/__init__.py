@@ -1,10 +1,21 @@
 from flask import Blueprint, current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
 from app.extensions import csrf
 
 bp = Blueprint("api", __name__)
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, but a body nested too deeply to decode is malformed JSON like any other."""
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 class ApiError(Exception):
@@ -28,7 +39,8 @@ def _api_error(exc):
 
 @bp.errorhandler(HTTPException)
 def _http_error(exc):
-    if exc.code == 413:
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if exc.code == 413 and limit and (request.content_length or 0) > limit:
         # Werkzeug refused the body before intake saw it; say the limit as intake would.
         return error_response(413, "too_large",
                               f"Files may be at most {current_app.config['MAX_UPLOAD_MB']} MB.")

@@ -74,17 +74,25 @@ class WebServer(_Process):
         target = f"app:create_app({self.config!r})" if self.config else "wsgi:app"
         self._spawn([str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py",
                      "--bind", f"127.0.0.1:{self.port}", "--workers", "1", target])
+        try:
+            self._wait_until_answering(seconds)
+        except BaseException:
+            # A server that never came up is never handed to a fixture's teardown either.
+            self.stop(signal.SIGKILL)
+            raise
+        return self
+
+    def _wait_until_answering(self, seconds):
         deadline = time.monotonic() + seconds
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited:\n{self.log_tail()}")
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
+                    return
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                self.stop(signal.SIGKILL)
                 raise RuntimeError(f"gunicorn did not answer:\n{self.log_tail()}")
             time.sleep(0.1)
 
