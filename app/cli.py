@@ -89,7 +89,7 @@ def init_app(app):
     @click.option("--burst", is_flag=True, help="Move due jobs once, then exit.")
     def run_scheduler(interval, burst):
         """Run rq-scheduler with the periodic maintenance jobs registered."""
-        from jobs.maintenance import scheduler_for, schedule_periodic
+        from jobs.maintenance import schedule_periodic, scheduler_for
 
         scheduler = scheduler_for(interval=interval)
         schedule_periodic(scheduler)

@@ -50,6 +50,7 @@ class Config:
     RECONCILE_GRACE_SECONDS = _int("RECONCILE_GRACE_SECONDS", 15)
     # Workers heartbeat their running job every 10 s (worker.py); three missed beats is dead.
     WORKER_DEAD_AFTER_SECONDS = _int("WORKER_DEAD_AFTER_SECONDS", 35)
+    SSE_HEARTBEAT_SECONDS = float(os.environ.get("SSE_HEARTBEAT_SECONDS") or 15)
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

@@ -13,6 +13,7 @@ from rq import SimpleWorker
 os.environ["APP_ENV"] = "testing"
 
 from app import create_app  # noqa: E402
+from app.events.hub import stop_hub  # noqa: E402
 from app.extensions import db, get_redis  # noqa: E402
 from app.models import Assignment, Course, Enrollment, User, utcnow  # noqa: E402
 from app.pipeline import QUEUES  # noqa: E402
@@ -74,6 +75,7 @@ def app(migrated, redis_server, tmp_path):
         get_redis().flushdb()
         _empty_tables()
         yield app
+        stop_hub()
         db.session.remove()
         _empty_tables()
         db.engine.dispose()
@@ -153,7 +155,7 @@ def make_user(email, role="student", name=""):
 
 @pytest.fixture
 def world(app):
-    """Two courses: alice and bob study CS101 with staff sam; carol studies ART200 with staff tess."""
+    """CS101: students alice and bob, staff sam. ART200: student carol, staff tess."""
     from datetime import timedelta
 
     now = utcnow()

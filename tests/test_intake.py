@@ -156,8 +156,9 @@ def test_assignment_of_another_course_is_not_found(client, auth, world):
     assert client.get(f"/assignments/{world.sketch.id}").status_code == 404
     response = upload_form(client, world.essay.id, ESSAY, "essay.txt")  # get a CSRF token
     assert response.status_code == 303
-    from tests.conftest import csrf_from
     import io
+
+    from tests.conftest import csrf_from
 
     page = client.get(f"/assignments/{world.essay.id}").get_data(as_text=True)
     response = client.post(f"/assignments/{world.sketch.id}", data={
