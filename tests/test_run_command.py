@@ -29,8 +29,8 @@ def wait_for(predicate, seconds, message):
 
 def get_or_none(url, **kwargs):
     try:
-        return requests.get(url, timeout=2, **kwargs)
-    except requests.ConnectionError:
+        return requests.get(url, timeout=10, **kwargs)
+    except requests.RequestException:  # not listening yet, or still starting up
         return None
 
 
