@@ -28,6 +28,8 @@ CLIENT_PROCESSES = 2
 CONNECT_AT_ONCE = 100
 EVENT_GAP_SECONDS = 0.5
 SETTLE_SECONDS = 1.0
+# After the last publish, how long the clients may take to receive every event.
+DELIVERY_SECONDS = 30
 
 
 def run(quick, database, keep=False):
@@ -70,7 +72,7 @@ def measure(stack, app, cohort, variant, events):
         clients_before = len(monitor.client_list()) - 1
         subscribed_before = subscribers(monitor, cohort)
         opening = time.monotonic()
-        streams = open_streams(stack, web, requests_, variant, CLIENT_PROCESSES)
+        streams = open_streams(stack, web, requests_, variant, CLIENT_PROCESSES, events)
         try:
             opened, failed = streams.wait_ready(timeout=streams_wanted / 5 + 120)
             if variant == "stock":
@@ -82,9 +84,8 @@ def measure(stack, app, cohort, variant, events):
             for seq in range(events):
                 publish(stack, app, cohort, variant, seq)
                 time.sleep(EVENT_GAP_SECONDS)
-            time.sleep(SETTLE_SECONDS * 2)
         finally:
-            outcome = streams.stop()
+            outcome = streams.stop(DELIVERY_SECONDS)
         monitor.close()
     finally:
         stack.stop(web.process)
@@ -149,14 +150,20 @@ class StreamClients:
             opened, failed = opened + int(ok), failed + int(bad)
         return opened, failed
 
-    def stop(self):
+    def stop(self, wait=0):
+        """Let the clients finish by themselves (every event received) for `wait` seconds,
+        then tell them to stop; returns what they received."""
         merged = {"received": {}, "failures": []}
+        deadline = time.monotonic() + wait
         for process, out in self.processes:
             try:
-                process.stdin.write("stop\n")
-                process.stdin.flush()
-            except BrokenPipeError:
-                pass
+                process.wait(max(0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    process.stdin.write("stop\n")
+                    process.stdin.flush()
+                except BrokenPipeError:
+                    pass
             try:
                 process.wait(60)
             except subprocess.TimeoutExpired:
@@ -181,7 +188,7 @@ def _read_line(process, deadline):
     return process.stdout.readline().strip()
 
 
-def open_streams(stack, web, requests_, name, processes):
+def open_streams(stack, web, requests_, name, processes, events=0):
     started = []
     share = -(-len(requests_) // processes)
     for index in range(processes):
@@ -192,6 +199,7 @@ def open_streams(stack, web, requests_, name, processes):
         out = stack.workdir / f"streams-{name}-{index}.out.json"
         spec.write_text(json.dumps({"port": web.port, "streams": mine,
                                     "headers_first": not name.startswith("stock"),
+                                    "events": events,
                                     "connect_at_once": CONNECT_AT_ONCE, "max_seconds": 600}))
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.streams", str(spec), str(out)], cwd=ROOT,
@@ -229,7 +237,9 @@ def table(results, streams, events, database):
             result.note(f"{name} failures (first): {figures['failures'][:3]}")
     result.note(f"{events} broadcast events {EVENT_GAP_SECONDS} s apart; latency is "
                 "over every (stream, event) pair; clients in "
-                f"{CLIENT_PROCESSES} separate processes stamp receipt when a chunk is read")
+                f"{CLIENT_PROCESSES} separate processes stamp receipt when a chunk is read; "
+                f"an event not received {DELIVERY_SECONDS} s after the last publish counts as "
+                "not delivered")
     result.note(f"Redis connections: CLIENT LIST while streaming, less the benchmark's own; "
                 f"before any stream: ours {ours['redis_before']}, stock {stock['redis_before']}")
     return result

@@ -25,7 +25,7 @@ from bench.stack import Stack
 MEASURED_STEPS = ("email", "thumbnail")
 VARIANTS = ("ours", "bare")
 QUICK = {"jobs": 10, "rounds": 6}
-FULL = {"jobs": 50, "rounds": 12}
+FULL = {"jobs": 30, "rounds": 8}
 
 
 def bare_step(submission_id, step_name):

@@ -391,25 +391,26 @@ def test_strange_but_harmless_names_are_kept_exactly_and_never_used_as_paths(
         app, owner, client, auth, world):
     names = ['essay "final"; filename=evil.txt', "%2e%2e%2fpasswd.txt", "Résumé – 論文 📝.txt",
              "CON.txt", "essay.pdf.txt", "<img src=x onerror=alert(1)>.txt"]
-    storage = Path(app.config["STORAGE_DIR"]).resolve()
     headers = auth.token("alice@uni.test")
     url = f"/api/v1/assignments/{world.essay.id}/submissions"
+    sent = {}
     for name in names:
         # Sent raw, with the quoted-string escape a careful client uses for '"'.
         quoted = name.encode().replace(b'"', b'\\"')
         response = client.post(url, headers=headers, content_type=hostile.multipart_type(),
                                data=hostile.multipart(filename=quoted, content=ESSAY + quoted))
         assert response.status_code == 202, response.get_json()
-        submission_id = response.get_json()["id"]
-        view = processed(owner, submission_id)
+        sent[response.get_json()["id"]] = (name, ESSAY + quoted)
+    run_jobs()
+    objects = (Path(app.config["STORAGE_DIR"]) / "objects").resolve()
+    for submission_id, (name, content) in sent.items():
+        view = owner.get(f"/api/v1/submissions/{submission_id}").get_json()
         assert (view["status"], view["filename"]) == ("completed", name)
         stored = Path(db.session.get(Submission, submission_id).stored_path).resolve()
-        assert stored.is_relative_to(storage / "objects")
-        assert stored.name == view["sha256"]
+        assert stored.is_relative_to(objects) and stored.name == view["sha256"]
         download = served(owner, submission_id, "file")
-        assert download.data == ESSAY + quoted
+        assert download.data == content
         disposition = parse_options_header(download.headers["Content-Disposition"])
         assert disposition == ("attachment", {"filename": name})
         page = owner.get(f"/submissions/{submission_id}").get_data(as_text=True)
-        assert str(escape(name)) in page
-    assert "<img src=x" not in page
+        assert str(escape(name)) in page and "<img src=x" not in page

@@ -22,7 +22,7 @@ from tests.faults.workload import enrol_course
 from tests.services import RedisServer
 from tests.smtp import SmtpServer
 
-WORKERS = 3
+WORKERS = 6
 TURNITIN_KEY = "fault-turnitin-key"
 RECORDS_SECRET = "fault-records-secret"
 # Retries spaced like production's, twenty times faster: the scan step's six attempts then

@@ -129,14 +129,21 @@ class FaultRun:
                       + ", ".join(f"{name} {pid} ({code})" for name, pid, code in
                                   self.fleet.exits))
 
-    def workers_running(self):
-        """{worker pid: (step name, job id)} of the workers executing a pipeline job now."""
-        running = {}
-        for worker in Worker.all(connection=get_redis()):
-            job = worker.get_current_job()
-            if job is not None and "step" in job.meta:
-                running[worker.pid] = (job.meta["step"], job.id)
-        return running
+    def worker_running(self, steps):
+        """(pid, step) of a worker whose job has recorded one of `steps` as running (the kill
+        then lands mid-step), or None."""
+        running = read(db.select(StepRun.name, StepRun.job_id)
+                       .where(StepRun.name.in_(steps), StepRun.status == "running"))
+        redis = get_redis()
+        jobs = Job.fetch_many([job_id for _, job_id in running], connection=redis)
+        for (step, _), job in zip(running, jobs, strict=True):
+            if job is None or not job.worker_name:
+                continue
+            worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + job.worker_name,
+                                        connection=redis)
+            if worker is not None and worker.get_current_job_id() == job.id:
+                return worker.pid, step
+        return None
 
     def diagnosis(self):
         steps = [row[0] for row in read(

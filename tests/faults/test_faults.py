@@ -10,11 +10,9 @@ import redis
 from rq.exceptions import SchedulerNotFound
 from rq.scheduler import RQScheduler
 
-from app.extensions import db, get_redis
-from app.models import StepRun
+from app.extensions import get_redis
 from app.pipeline import STEP_BY_NAME
 from tests.faults import checks
-from tests.faults.run import read
 from tests.faults.workload import uploads
 from tests.helpers import descendants
 
@@ -48,26 +46,21 @@ def settles_with_nothing_lost(run):
                           + "\n" + run.diagnosis())
 
 
-def recorded_running(job_id):
-    """True once the job has recorded its step as running: the kill then lands mid-step."""
-    return read(db.select(StepRun.status).filter_by(job_id=job_id)) == [("running",)]
-
-
 def test_worker_killed_with_sigkill_during_each_step(fault_run):
     run = fault_run
     run.start(uploads(SUBMISSIONS))
-    killed = {}
+    spared = set(STEP_BY_NAME)
 
     def kill_one_more():
-        for pid, (step, job_id) in run.workers_running().items():
-            if step not in killed and recorded_running(job_id):
-                run.fleet.kill(pid)
-                killed[step] = pid
-                run.note(f"killed worker {pid} during {step}")
-                break
-        return set(killed) == set(STEP_BY_NAME)
+        caught = run.worker_running(spared)
+        if caught:
+            pid, step = caught
+            run.fleet.kill(pid)
+            spared.discard(step)
+            run.note(f"killed worker {pid} during {step}")
+        return not spared
 
-    run.wait_until(kill_one_more, 180, "a worker had been killed during each step", poll=0.02)
+    run.wait_until(kill_one_more, 180, "a worker had been killed during each step", poll=0.05)
     settles_with_nothing_lost(run)
 
 
@@ -144,7 +137,7 @@ def test_smtp_down_for_a_while(fault_run):
     settles_with_nothing_lost(run)
 
 
-def retry_scheduler_pid(run, queue_name):
+def retry_scheduler_pid(queue_name):
     """The pid of the RQ scheduler process that holds `queue_name`'s lock, or None."""
     holder = get_redis().get(RQScheduler.get_locking_key(queue_name))
     if holder is None:
@@ -160,9 +153,9 @@ def test_retries_go_on_after_the_worker_scheduling_them_is_killed(fault_run):
     run.smtp.stop()
     run.note("smtp stopped")
     run.start(uploads(RETRY_SCHEDULER_SUBMISSIONS))
-    run.wait_until(lambda: retry_scheduler_pid(run, "email"), 60,
+    run.wait_until(lambda: retry_scheduler_pid("email"), 60,
                    "a worker runs RQ's retry scheduler")
-    scheduler_pid = retry_scheduler_pid(run, "email")
+    scheduler_pid = retry_scheduler_pid("email")
     [holder] = [p.pid for p in run.fleet.workers if scheduler_pid in descendants(p.pid)]
     run.wait_until(lambda: run.steps(("retrying",), "email") >= 3, 120,
                    "receipt emails were retrying")

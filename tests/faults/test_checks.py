@@ -1,0 +1,67 @@
+"""The trail check of the fault suite must catch a broken trail, or the faults prove nothing."""
+
+from tests.faults.checks import trail_problems
+
+RECEIVED = ("submission", "", "received")
+PROCESSING = ("submission", "", "processing")
+
+
+def step_run(name, *statuses):
+    return [("step", name, status) for status in statuses]
+
+
+def completed_trail():
+    events = [RECEIVED, *step_run("scan", "queued", "running"), PROCESSING,
+              *step_run("scan", "succeeded"), *step_run("store", "queued", "running", "succeeded")]
+    for name in ("plagiarism", "admin_sync", "email"):
+        events += step_run(name, "queued", "running", "succeeded")
+    events += step_run("thumbnail", "queued", "running", "skipped")
+    return [*events, ("submission", "", "completed")]
+
+
+def test_a_complete_trail_in_order_passes():
+    assert trail_problems("completed", completed_trail()) == []
+
+
+def test_a_step_rerun_after_a_crash_passes():
+    events = completed_trail()
+    at = events.index(("step", "email", "running"))
+    events[at + 1:at + 1] = step_run("email", "queued", "running")
+    assert trail_problems("completed", events) == []
+
+
+def test_a_missing_step_is_caught():
+    events = [e for e in completed_trail() if e[1] != "admin_sync"]
+    assert trail_problems("completed", events) == [
+        "admin_sync: [] does not end in exactly one final status"]
+
+
+def test_a_step_finishing_twice_is_caught():
+    events = completed_trail()
+    events.insert(-1, ("step", "email", "succeeded"))
+    assert trail_problems("completed", events) == [
+        "email: ['queued', 'running', 'succeeded', 'succeeded'] does not end in exactly one "
+        "final status"]
+
+
+def test_an_event_after_the_outcome_is_caught():
+    events = [*completed_trail(), ("step", "thumbnail", "running")]
+    assert "ends with ('step', 'thumbnail', 'running'), not ('submission', '', 'completed')" \
+        in trail_problems("completed", events)
+
+
+def test_a_step_queued_before_its_dependency_finished_is_caught():
+    events = completed_trail()
+    events.remove(("step", "store", "queued"))
+    events.insert(1, ("step", "store", "queued"))
+    assert trail_problems("completed", events) == ["store was queued before scan finished"]
+
+
+def test_a_rejected_file_must_fail_its_scan_and_skip_the_rest():
+    events = [RECEIVED, *step_run("scan", "queued", "running"), PROCESSING,
+              *step_run("scan", "failed")]
+    events += [("step", name, "skipped")
+               for name in ("store", "plagiarism", "admin_sync", "email", "thumbnail")]
+    assert trail_problems("rejected", [*events, ("submission", "", "rejected")]) == []
+    assert trail_problems("completed", [*events, ("submission", "", "completed")]) == [
+        "scan: ended failed"]
