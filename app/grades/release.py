@@ -136,7 +136,7 @@ def parse_score(raw, max_score):
         raise GradeError("Enter a score.")
     try:
         score = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise GradeError("The score must be a number.") from None
     if not math.isfinite(score) or not 0 <= score <= max_score:
         raise GradeError(f"The score must be between 0 and {max_score}.")
@@ -278,7 +278,10 @@ def parse_iso_time(raw):
         raise ReleaseError("`at` must be an ISO-8601 date and time.") from None
     if at.tzinfo is None:
         raise ReleaseError("`at` needs a UTC offset, for example 2030-01-31T09:00:00Z.")
-    return at
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # an offset that pushes the time past year 1 or 9999
+        raise ReleaseError("`at` must be an ISO-8601 date and time.") from None
 
 
 def restore_scheduled_releases():
