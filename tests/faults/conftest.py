@@ -25,9 +25,9 @@ from tests.smtp import SmtpServer
 WORKERS = 6
 TURNITIN_KEY = "fault-turnitin-key"
 RECORDS_SECRET = "fault-records-secret"
-# Retries spaced like production's, twenty times faster: the scan step's six attempts then
-# span some 20 to 60 s, longer than the outages below. Much faster and a ten-second outage
-# would use them all up, as a ten-minute one would in production.
+# Retries spaced like production's, four times sooner: the scan step's six attempts then span
+# some 20 to 60 s, longer than the outages below. Much sooner and a ten-second outage would use
+# them all up, as one of several minutes would in production.
 BACKOFF_SCALE = 0.25
 FAST_MAINTENANCE = {
     "RECONCILE_EVERY_SECONDS": 2,
@@ -43,6 +43,15 @@ class Services:
     redis: RedisServer
     postgres: PostgresCluster
     clamd: ClamdServer
+
+    def revive(self):
+        """Start whatever a scenario that failed mid-fault left stopped."""
+        if self.redis.process.poll() is not None:
+            self.redis.start()
+        if not self.postgres.running:
+            self.postgres.start()
+        if self.clamd.process.poll() is not None:
+            self.clamd.start()
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +87,7 @@ def fault_run(services, request, tmp_path, capsys):
     scheduler configured for all of them; every process and server stops at the end."""
     name = "faults_" + re.sub(r"\W", "_", request.node.name.removeprefix("test_"))[:50]
     with ExitStack() as cleanup:
+        services.revive()
         create_database(services.postgres.admin_url, name)
         redis.Redis.from_url(services.redis.url).flushdb()
         smtp = SmtpServer().start()

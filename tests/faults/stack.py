@@ -3,6 +3,7 @@ the same port and data directory, and the Procfile's worker and scheduler proces
 running the way a process manager keeps dynos running."""
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -23,9 +24,8 @@ class PostgresCluster:
         self.workdir = Path(tempfile.mkdtemp(prefix="faults-pg-"))
         self.data = self.workdir / "data"
         self.port = free_port()
-        self.owner = "postgres" if os.geteuid() == 0 else None
-        if self.owner:
-            shutil.chown(self.workdir, self.owner)
+        self.owner = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+        shutil.chown(self.workdir, self.owner)
 
     @property
     def admin_url(self):
@@ -35,8 +35,7 @@ class PostgresCluster:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
 
     def _run(self, *command):
-        command = [str(part) for part in command]
-        subprocess.run(_as_owner(command, self.owner) if self.owner else command, check=True,
+        subprocess.run(_as_owner([str(part) for part in command], self.owner), check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=90)
 
     def start(self):

@@ -1,4 +1,4 @@
-"""Nothing is lost whatever breaks mid-run: a few hundred submissions in flight, one fault, and
+"""Nothing is lost whatever breaks mid-run: a batch of submissions in flight, one fault, and
 afterwards every submission ended right, one receipt per student, one student record each,
 one Turnitin submission each, and a complete event trail in order. See README.md here."""
 
@@ -26,7 +26,8 @@ pytestmark = [
     ),
 ]
 
-SUBMISSIONS = int(os.environ.get("FAULT_SUBMISSIONS", "200"))
+# Sixty keeps the module near nine minutes on two busy cores; 200 passes too, in some twenty.
+SUBMISSIONS = int(os.environ.get("FAULT_SUBMISSIONS", "60"))
 SETTLE_SECONDS = 240
 # Enough receipts to be retrying when the worker is killed; the point is who moves retries.
 RETRY_SCHEDULER_SUBMISSIONS = 12
