@@ -134,7 +134,10 @@ def summarize(outcome, state, smtp, cohort):
     return {
         "accepted": len(accepted),
         "refused_then_accepted": sum(1 for r in accepted if r["statuses"][0] in (503, 429)),
-        "never_accepted": len(records) - len(accepted),
+        "gave_up": sum(1 for r in records
+                       if "answered" not in r and r["statuses"][-1] in (0, 429, 503)),
+        "errors": sum(1 for r in records
+                      if "answered" not in r and r["statuses"][-1] not in (0, 429, 503)),
         "failure_statuses": sorted({s for r in records for s in r["statuses"]
                                     if s not in (201, 202)}),
         "waits": [r["answered"] - r["started"] for r in accepted],
@@ -155,8 +158,10 @@ def table(results, plan, database):
     result.add("uploads accepted", ours["accepted"], inline["accepted"], better=None)
     result.add("refused with 503/429, accepted on retry", ours["refused_then_accepted"],
                inline["refused_then_accepted"], better=None)
-    result.add("never accepted (student gave up)", ours["never_accepted"],
-               inline["never_accepted"], better=None)
+    result.add("not accepted: still busy after 8 attempts", ours["gave_up"],
+               inline["gave_up"], better=None)
+    result.add("not accepted: an error page (not retried)", ours["errors"], inline["errors"],
+               better=None)
     for fraction in (0.50, 0.99):
         result.add(f"wait for the receipt p{int(fraction * 100)}",
                    percentile(ours["waits"], fraction), percentile(inline["waits"], fraction),
