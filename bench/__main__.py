@@ -89,7 +89,8 @@ def main(argv=None):
     tables, failed = [], []
     for database in databases(args.database):
         for name in args.only:
-            print(f"== {name} ({database})", flush=True)
+            load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+            print(f"== {name} ({database}; load average {load})", flush=True)
             started = time.monotonic()
             try:
                 produced = runners[name](args.quick, database, keep=args.keep)

@@ -90,13 +90,13 @@ def measure(stack, app, cohort, variant, events):
     finally:
         stack.stop(web.process)
     latencies = [value for values in outcome["received"].values() for value in values]
-    per_event = {int(seq): len(values) for seq, values in outcome["received"].items()}
     return {
-        "opened": opened, "failed": failed, "opened_in": opened_in, "failures": outcome["failures"],
+        "opened": opened, "failed": failed, "opened_in": opened_in, "ended": outcome["ended"],
+        "failures": outcome["failures"],
         "rss_before": rss_before, "rss_after": rss_after,
         "redis_before": clients_before, "redis_during": clients_during,
         "latencies": latencies,
-        "delivered": sum(per_event.values()),
+        "delivered": len(latencies),
         "expected": opened * events,
     }
 
@@ -153,7 +153,7 @@ class StreamClients:
     def stop(self, wait=0):
         """Let the clients finish by themselves (every event received) for `wait` seconds,
         then tell them to stop; returns what they received."""
-        merged = {"received": {}, "failures": []}
+        merged = {"received": {}, "failures": [], "ended": 0}
         deadline = time.monotonic() + wait
         for process, out in self.processes:
             try:
@@ -173,6 +173,7 @@ class StreamClients:
                 continue
             result = json.loads(out.read_text())
             merged["failures"] += result["failures"]
+            merged["ended"] += result["ended"]
             for seq, values in result["received"].items():
                 merged["received"].setdefault(seq, []).extend(values)
         return merged
@@ -217,6 +218,7 @@ def table(results, streams, events, database):
                    f"({database})", "ours (hub)", "stock flask-sse")
     result.add("streams open", ours["opened"], stock["opened"], better=None)
     result.add("streams refused or failed", ours["failed"], stock["failed"], better=None)
+    result.add("streams the server ended early", ours["ended"], stock["ended"], better=None)
     result.add("time to open every stream", ours["opened_in"], stock["opened_in"], "s")
     result.add("web process memory per stream",
                _per_stream(ours), _per_stream(stock), "KiB")

@@ -1,12 +1,10 @@
 """A course full of students with API tokens, and the files they hand in."""
 
 import io
-import json
 import random
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from PIL import Image
 from werkzeug.security import generate_password_hash
@@ -18,28 +16,23 @@ PAGE_POINTS = (595, 842)
 
 @dataclass
 class Cohort:
-    course_id: int
     assignment_id: int
     staff_token: str
     students: list  # [user_id, token, email]
 
-    def save(self, path):
-        Path(path).write_text(json.dumps(asdict(self)))
-        return Path(path)
 
-
-def seed_cohort(students, code=None, max_size_mb=5):
+def seed_cohort(students):
     """One course with `students` students and a member of staff, one open PDF assignment."""
     from app.extensions import db
     from app.models import ApiToken, Assignment, Course, Enrollment, User, utcnow
 
-    code = code or f"B{uuid.uuid4().hex[:6].upper()}"
+    code = f"B{uuid.uuid4().hex[:6].upper()}"
     now = utcnow()
     password_hash = generate_password_hash(uuid.uuid4().hex)  # nobody logs in with it
     course = Course(code=code, title="Benchmark course", timezone="UTC")
     assignment = Assignment(course=course, title="Essay", due_at=now + timedelta(days=1),
                             cutoff_at=now + timedelta(days=2), allowed_types="pdf",
-                            max_size_mb=max_size_mb, max_score=100)
+                            max_size_mb=5, max_score=100)
     staff = User(email=f"staff@{code.lower()}.bench", name="Staff", role="staff",
                  password_hash=password_hash)
     users = [User(email=f"student{i}@{code.lower()}.bench", name=f"Student {i}",
@@ -50,7 +43,7 @@ def seed_cohort(students, code=None, max_size_mb=5):
     staff_token = ApiToken.issue(staff)
     tokens = [ApiToken.issue(user) for user in users]
     db.session.commit()
-    return Cohort(course.id, assignment.id, staff_token,
+    return Cohort(assignment.id, staff_token,
                   [[user.id, token, user.email] for user, token in zip(users, tokens,
                                                                       strict=True)])
 

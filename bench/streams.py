@@ -6,7 +6,8 @@ headers arrive, or, with `headers_first` false, once its request is sent. Each e
 carries the wall-clock time it was published (`sent_at`) and a sequence number (`seq`); the
 time a chunk is read is its receipt time. Once every open stream has received `events` events,
 on "stop" (a line on stdin), or after `max_seconds`, it writes OUT: for each sequence number the
-publish-to-receipt latencies, one per stream that received it, and exits.
+publish-to-receipt latencies, one per stream that received it, and how many streams the server
+ended early; then exits.
 """
 
 import asyncio
@@ -26,6 +27,7 @@ class Listeners:
         self.failures = []
         self.received = {}
         self.complete = 0
+        self.ended = 0  # streams the server closed while we still listened
         self.all_received = asyncio.Event()
 
     async def follow(self, stream):
@@ -55,6 +57,7 @@ class Listeners:
             if self.headers_first:
                 self.opened += 1
             await self.listen(reader)
+            self.ended += 1
         except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
@@ -110,7 +113,8 @@ async def main(spec_path, out_path):
     await asyncio.gather(*tasks, *waits, return_exceptions=True)
     Path(out_path).write_text(json.dumps({
         "opened": listeners.opened, "failures": listeners.failures[:20],
-        "failed": len(listeners.failures), "received": listeners.received,
+        "failed": len(listeners.failures), "ended": listeners.ended,
+        "received": listeners.received,
     }))
 
 

@@ -17,7 +17,7 @@ from app.models import StepRun, Submission, utcnow
 
 log = logging.getLogger(__name__)
 
-LIVE_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+LIVE_STATUSES = {JobStatus.SCHEDULED, JobStatus.DEFERRED}
 IN_FLIGHT = ("queued", "running", "retrying")
 
 
@@ -25,10 +25,21 @@ def _live_worker_names(redis):
     return {worker.name for worker in Worker.all(connection=redis)}
 
 
-def job_is_alive(job, live_workers, now, dead_after):
+def _waiting_job_ids(redis):
+    """Jobs waiting in a queue. One marked queued but not among them was taken by a worker that
+    died before starting it: RQ parks it in the queue's intermediate list for ten minutes."""
+    pipe = redis.pipeline(transaction=False)
+    for name in pipeline.QUEUES:
+        pipe.lrange(pipeline.queue(name).key, 0, -1)
+    return {job_id.decode() for job_ids in pipe.execute() for job_id in job_ids}
+
+
+def job_is_alive(job, live_workers, waiting, now, dead_after):
     if job is None:
         return False
     status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        return job.id in waiting
     if status in LIVE_STATUSES:
         return True
     if status == JobStatus.STARTED:
@@ -39,14 +50,14 @@ def job_is_alive(job, live_workers, now, dead_after):
     return False
 
 
-def _requeue(seen, job, live_workers, now):
+def _requeue(seen, job, live_workers, waiting, now):
     """Claim a lost step back to pending, only if it is still as we saw it."""
     config = current_app.config
     # A step queued this recently may still be on its way into Redis.
     grace = timedelta(seconds=config["RECONCILE_GRACE_SECONDS"])
     if seen.status == "queued" and seen.queued_at and now - seen.queued_at < grace:
         return False
-    if job_is_alive(job, live_workers, now,
+    if job_is_alive(job, live_workers, waiting, now,
                     timedelta(seconds=config["WORKER_DEAD_AFTER_SECONDS"])):
         return False
     same_job = StepRun.job_id.is_(None) if seen.job_id is None else StepRun.job_id == seen.job_id
@@ -84,6 +95,8 @@ def reconcile():
         log.info("event=retries_moved queues=%s", ",".join(sorted(orphaned)))
     live_workers = _live_worker_names(redis)
     now = utcnow()
+    # Read before the steps: a job queued after this is within the grace period.
+    waiting = _waiting_job_ids(redis)
     # Plain rows, not ORM objects: each claim commits, and must compare with what we saw here.
     in_flight = db.session.execute(
         db.select(StepRun.id, StepRun.submission_id, StepRun.name, StepRun.status,
@@ -91,7 +104,7 @@ def reconcile():
         .where(StepRun.status.in_(IN_FLIGHT))
     ).all()
     jobs = Job.fetch_many([s.job_id or "-" for s in in_flight], connection=redis)
-    requeued = sum(_requeue(s, job, live_workers, now)
+    requeued = sum(_requeue(s, job, live_workers, waiting, now)
                    for s, job in zip(in_flight, jobs, strict=True))
 
     # Submissions with nothing in flight are stalled: a crash between a step and its successors
