@@ -26,7 +26,7 @@ pytestmark = [
     ),
 ]
 
-# Sixty keeps the module near nine minutes on two busy cores; 200 passes too, in some twenty.
+# Sixty keeps the module near ten minutes on two busy cores; 200 passes too, in about 27.
 SUBMISSIONS = int(os.environ.get("FAULT_SUBMISSIONS", "60"))
 SETTLE_SECONDS = 240
 # Enough receipts to be retrying when the worker is killed; the point is who moves retries.
