@@ -10,6 +10,7 @@ commit, so our figure includes writing the event to the database.
 """
 
 import json
+import selectors
 import subprocess
 import sys
 import time
@@ -180,8 +181,6 @@ class StreamClients:
 
 
 def _read_line(process, deadline):
-    import selectors
-
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
         if not selector.select(max(0.1, deadline - time.monotonic())):
