@@ -16,6 +16,25 @@ from tests.services import free_port
 ACCEPTED = "250 2.0.0 Message accepted for delivery"
 
 
+class _SessionTrackingController(Controller):
+    """Keeps each connection's SMTP session, so stopping can close clients that are still on."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sessions = set()
+
+    def factory(self):
+        session = super().factory()
+        self.sessions.add(session)
+        return session
+
+    async def close_sessions(self):
+        for session in self.sessions:
+            if session.transport is not None:
+                session.transport.abort()
+        await asyncio.sleep(0)  # let each transport finish closing its socket
+
+
 class SmtpServer:
     def __init__(self):
         self.port = free_port()
@@ -37,13 +56,15 @@ class SmtpServer:
 
     def start(self):
         # A stopped controller's loop is closed, so every start gets a new one.
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller = _SessionTrackingController(self, hostname="127.0.0.1", port=self.port)
         self._controller.start()
         return self
 
     def stop(self):
         if self._controller is not None:
-            self._controller.stop()
+            controller = self._controller
+            asyncio.run_coroutine_threadsafe(controller.close_sessions(), controller.loop).result(5)
+            controller.stop()
             self._controller = None
 
     def hold(self, command="DATA"):
