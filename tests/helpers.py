@@ -28,6 +28,21 @@ def upload_api(client, headers, assignment_id, content, filename, key=None):
     )
 
 
+def logged_in(app, email):
+    from tests.conftest import Auth
+
+    viewer = app.test_client()
+    Auth(viewer).login(email)
+    return viewer
+
+
+def fetch(viewer, url):
+    # send_file streams from an open file; reading and closing here keeps it from leaking.
+    with viewer.get(url) as response:
+        response.get_data()
+    return response
+
+
 def only_submission():
     return db.session.execute(db.select(Submission)).scalar_one()
 

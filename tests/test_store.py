@@ -11,7 +11,7 @@ from jobs import store
 from jobs.runner import run_step
 from tests import samples
 from tests.conftest import Auth, run_jobs
-from tests.helpers import upload_api
+from tests.helpers import fetch, logged_in, upload_api
 
 ESSAY = "Queues smooth out a deadline spike.\nÉtudiants submit at once.\n".encode()
 
@@ -32,19 +32,6 @@ def submit(app, world, content=ESSAY, filename="essay.txt", student="alice@uni.t
 def reload(submission_id):
     db.session.remove()
     return db.session.get(Submission, submission_id)
-
-
-def logged_in(app, email):
-    viewer = app.test_client()
-    Auth(viewer).login(email)
-    return viewer
-
-
-def fetch(viewer, url):
-    # send_file streams from an open file; reading and closing here keeps it from leaking.
-    with viewer.get(url) as response:
-        response.get_data()
-    return response
 
 
 def run_scan_only():

@@ -7,7 +7,7 @@ from app.extensions import db
 from app.models import Submission
 from tests import samples
 from tests.conftest import Auth, run_jobs
-from tests.helpers import upload_api
+from tests.helpers import fetch, logged_in, upload_api
 
 
 @pytest.fixture(autouse=True)
@@ -22,19 +22,6 @@ def processed(app, world, content, filename, student="alice@uni.test"):
     assert response.status_code == 202, response.get_json()
     run_jobs()
     return db.session.get(Submission, response.get_json()["id"])
-
-
-def logged_in(app, email):
-    viewer = app.test_client()
-    Auth(viewer).login(email)
-    return viewer
-
-
-def fetch(viewer, url):
-    # send_file streams from an open file; reading and closing here keeps it from leaking.
-    with viewer.get(url) as response:
-        response.get_data()
-    return response
 
 
 def thumbnail_of(app, submission, email="alice@uni.test"):

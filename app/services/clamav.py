@@ -56,7 +56,7 @@ def _refused_as_too_long(client):
         return False
 
 
-class _UnixSocketClient(pyclamd.ClamdUnixSocket):
+class _ClosesFailedSocket:
     # pyclamd leaves the socket open when connect fails; close it so no descriptor leaks.
     def _init_socket(self):
         try:
@@ -66,13 +66,12 @@ class _UnixSocketClient(pyclamd.ClamdUnixSocket):
             raise
 
 
-class _NetworkClient(pyclamd.ClamdNetworkSocket):
-    def _init_socket(self):
-        try:
-            super()._init_socket()
-        except pyclamd.ConnectionError:
-            self.clamd_socket.close()
-            raise
+class _UnixSocketClient(_ClosesFailedSocket, pyclamd.ClamdUnixSocket):
+    pass
+
+
+class _NetworkClient(_ClosesFailedSocket, pyclamd.ClamdNetworkSocket):
+    pass
 
 
 class ClamdScanner:

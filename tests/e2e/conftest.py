@@ -11,8 +11,8 @@ from playwright.sync_api import sync_playwright
 
 from simulators.admin_records import AdminRecordsSimulator
 from tests.clamd import ClamdServer
-from tests.conftest import PASSWORD
-from tests.e2e.servers import PipelineWorker, WebServer, process_env
+from tests.conftest import PASSWORD, process_env
+from tests.e2e.servers import PipelineWorker, WebServer
 from tests.services import free_port
 
 CHROMIUM = "/usr/bin/chromium"

@@ -16,21 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
-def process_env(app, **extra):
-    """The environment a Procfile process gets, pointing at what this test's app uses."""
-    env = dict(os.environ)
-    env.update({
-        "APP_ENV": "testing",
-        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-        "REDIS_URL": app.config["REDIS_URL"],
-        "STORAGE_DIR": app.config["STORAGE_DIR"],
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.update({name: str(value) for name, value in extra.items()})
-    return env
-
-
 class _Process:
     def __init__(self, env, log_path):
         self.env = env
