@@ -12,9 +12,9 @@ from app.events.publisher import emit, publish
 from app.extensions import db
 from app.models import Event, EventTopic, Submission
 from app.pipeline import create_steps, record_step
-from tests.conftest import PASSWORD, Auth
+from tests.conftest import PASSWORD, Auth, process_env
 from tests.e2e.live import SocketStream, StreamReader, browser, client_for, follow, open_stream
-from tests.e2e.servers import WebServer, process_env
+from tests.e2e.servers import WebServer
 
 HEARTBEAT = 0.2
 
@@ -482,6 +482,29 @@ def test_stream_of_a_closed_browser_is_cleaned_up_by_the_next_heartbeat(web, peo
     for stream in streams[3:]:
         stream.close()
     assert wait_for(lambda: event_hub.open_streams_all_processes() == 0, seconds=4)
+
+
+@pytest.mark.slow
+def test_streams_past_a_thousand_descriptors_stay_open_and_live(web, people, submissions):
+    # Descriptor numbers past 1023 are where select() gives up; a stream there must not be
+    # taken for a closed browser at its first heartbeat.
+    headers = bearer_headers(web, "alice")
+    path = f"/events?topic=submission.{submissions['alice']}"
+    streams = []
+    for _ in range(1060):
+        stream = SocketStream(web.url, path, headers)
+        assert stream.read_head() == 200
+        streams.append(stream)
+    assert wait_for(lambda: event_hub.open_streams_all_processes() == 1060, seconds=10)
+    newest = streams[-1]
+    assert any(frame.comment == "heartbeat" for _, frame in newest.frames_for(2.5))
+    assert event_hub.open_streams_all_processes() == 1060
+
+    done = step_event(submissions["alice"], "scan", "succeeded", "No threats found")
+    assert [frame.id for frame in newest.events(1)] == [done]
+    for stream in streams:
+        stream.close()
+    assert wait_for(lambda: event_hub.open_streams_all_processes() == 0, seconds=10)
 
 
 def test_hub_starts_with_the_first_stream_not_with_the_app(app, people):

@@ -2,7 +2,6 @@
 resumed after Last-Event-ID, kept alive by heartbeats, and fed by this process's hub."""
 
 import logging
-import select
 import socket
 import time
 import uuid
@@ -12,7 +11,7 @@ from queue import Empty
 
 from flask import Response, request
 from flask_login import current_user
-from sqlalchemy import select as sql_select
+from sqlalchemy import select
 
 from app.api import error_response
 from app.events import bp
@@ -107,12 +106,16 @@ def _stream_body(hub, subscription, last_event_id, peer):
 
 def _peer_closed(sock):
     # A browser that has gone sent FIN; peeking sees it now instead of after a failed write.
+    # The peek goes to the OS socket without waiting (gevent's would wait for data), and
+    # unlike select() it works for any descriptor number, however many streams are open.
     if sock is None:
         return False
+    raw = getattr(sock, "_sock", sock)
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
+        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
         return True
 
 
@@ -142,6 +145,6 @@ class _SentIds:
 def event_cursor():
     """Where a page's stream starts: the newest event a little older than the page."""
     return db.session.scalar(
-        sql_select(Event.id).where(Event.created_at <= utcnow() - CURSOR_LAG)
+        select(Event.id).where(Event.created_at <= utcnow() - CURSOR_LAG)
         .order_by(Event.id.desc()).limit(1)
     ) or 0
