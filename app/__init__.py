@@ -3,7 +3,7 @@ import logging
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-from app.config import config_for_environment, database_url
+from app.config import config_for_environment, database_url, engine_options
 
 
 class RowId(IntegerConverter):
@@ -19,6 +19,7 @@ def create_app(config=None):
     if config:
         app.config.from_mapping(config)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     app.config.setdefault("MAX_CONTENT_LENGTH", (app.config["MAX_UPLOAD_MB"] + 1) * 1024 * 1024)
     app.url_map.converters["int"] = RowId
 

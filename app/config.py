@@ -55,6 +55,11 @@ class Config:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # Connections per process. A request that cannot get one within DB_POOL_TIMEOUT seconds
+    # is answered 503 with Retry-After (the upload page retries by itself), not kept waiting.
+    DB_POOL_SIZE = _int("DB_POOL_SIZE", 10)
+    DB_MAX_OVERFLOW = _int("DB_MAX_OVERFLOW", 10)
+    DB_POOL_TIMEOUT = float(os.environ.get("DB_POOL_TIMEOUT") or 5)
 
 
 class ProductionConfig(Config):
@@ -73,6 +78,18 @@ CONFIGS = {
     "production": ProductionConfig,
     "testing": TestingConfig,
 }
+
+
+def engine_options(config):
+    """SQLAlchemy engine options: the configured ones, with the pool sized from the config."""
+    options = dict(config["SQLALCHEMY_ENGINE_OPTIONS"])
+    uri = config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite") and (":memory:" in uri or uri.rstrip("/") == "sqlite:"):
+        return options  # one shared in-memory connection; there is no pool to size
+    options.setdefault("pool_size", config["DB_POOL_SIZE"])
+    options.setdefault("max_overflow", config["DB_MAX_OVERFLOW"])
+    options.setdefault("pool_timeout", config["DB_POOL_TIMEOUT"])
+    return options
 
 
 def config_for_environment():

@@ -2,6 +2,7 @@ import logging
 
 from flask import current_app, g, render_template, request
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from app.api import error_response
@@ -29,13 +30,24 @@ def database_unavailable(exc):
     if not exc.connection_invalidated and not _is_connection_error(exc):
         raise exc
     log.error("event=database_unavailable path=%s error=%r", request.path, exc.orig)
+    return _unavailable("unavailable",
+                        "The service is briefly unavailable; please try again in a few seconds.")
+
+
+def database_busy(exc):
+    # Every pooled connection is taken (a deadline spike): ask the client to come back soon.
+    log.warning("event=database_busy path=%s error=%r", request.path, exc)
+    return _unavailable("busy", "We are receiving a lot of work right now; "
+                        "please try again in a few seconds.")
+
+
+def _unavailable(code, message):
     db.session.rollback()
     # Rendering would otherwise ask the database for the logged-in user again.
     g._login_user = login_manager.anonymous_user()
     retry_after = current_app.config["INTAKE_RETRY_AFTER"]
-    message = "The service is briefly unavailable; please try again in a few seconds."
     if _wants_json():
-        return error_response(503, "unavailable", message, retry_after)
+        return error_response(503, code, message, retry_after)
     page = render_template("unavailable.html", error=ServiceUnavailable(), message=message)
     return page, 503, {"Retry-After": str(retry_after)}
 
@@ -52,3 +64,4 @@ def _is_connection_error(exc):
 def init_app(app):
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(DBAPIError, database_unavailable)
+    app.register_error_handler(PoolTimeout, database_busy)

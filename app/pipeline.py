@@ -28,10 +28,14 @@ class Step:
     max_attempts: int
     backoff: float  # seconds before the first retry; doubles each time, with jitter
     depends_on: tuple[str, ...] = ()
+    max_backoff: float = 600  # the longest wait between two attempts, before jitter
 
 
+# Every step that talks to a service keeps trying through an outage of several minutes
+# (tests/test_retries.py holds the figures); the scan waits at most a minute between tries,
+# so a deadline's uploads move on soon after the scanner is back.
 STEPS = (
-    Step("scan", "Virus scan", "scan", timeout=120, max_attempts=6, backoff=5),
+    Step("scan", "Virus scan", "scan", timeout=120, max_attempts=20, backoff=5, max_backoff=60),
     Step("store", "Safe storage", "store", timeout=120, max_attempts=6, backoff=5,
          depends_on=("scan",)),
     Step("plagiarism", "Similarity check", "external", timeout=900, max_attempts=8, backoff=30,
@@ -49,8 +53,9 @@ STEP_BY_NAME = {step.name: step for step in STEPS}
 # comes first: behind a deadline backlog it would recover lost steps only once the backlog ends.
 PIPELINE_QUEUES = ("scan", "store", "email", "external", "media")
 QUEUES = ("maintenance", *PIPELINE_QUEUES, "grades")
+# The queues a new submission goes through one after the other; intake's back pressure reads them.
+INTAKE_QUEUES = ("scan", "store")
 
-MAX_BACKOFF = 600
 FAILED_JOB_TTL = 30 * 24 * 3600
 
 
@@ -73,7 +78,7 @@ class RetryLater(Exception):
 def retry_delays(step):
     scale = current_app.config["RETRY_BACKOFF_SCALE"]
     return [
-        round(min(MAX_BACKOFF, step.backoff * 2**n) * scale * random.uniform(0.5, 1.5))
+        round(min(step.max_backoff, step.backoff * 2**n) * scale * random.uniform(0.5, 1.5))
         for n in range(step.max_attempts - 1)
     ]
 
@@ -83,10 +88,14 @@ def queue(name):
 
 
 def backlog():
-    """Jobs waiting in the pipeline queues, or None when Redis cannot say."""
+    """Submissions waiting to be scanned and stored, or None when Redis cannot say.
+
+    Each submission waits in at most one of these queues, so this counts work, not jobs. The
+    later queues are left out: a slow plagiarism service must not close intake, and after a
+    spike they hold four jobs per submission for a while longer."""
     try:
         pipe = get_redis().pipeline(transaction=False)
-        for name in PIPELINE_QUEUES:
+        for name in INTAKE_QUEUES:
             pipe.llen(queue(name).key)
         return sum(pipe.execute())
     except Exception as exc:

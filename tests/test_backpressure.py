@@ -1,20 +1,28 @@
+import socket
 from pathlib import Path
 
+import pytest
+import requests
+
+from app import create_app
+from app.extensions import db
 from app.pipeline import queue
+from tests.conftest import Client, process_env
+from tests.e2e.servers import WebServer
 from tests.helpers import submission_count, upload_api, upload_form
 
 ESSAY = b"An essay in a busy hour.\n"
 
 
-def fill_scan_queue(count):
+def fill_queue(name, count):
     for n in range(count):
-        queue("scan").enqueue("jobs.runner.run_step", 0, "scan", job_id=f"filler-{n}")
+        queue(name).enqueue("jobs.runner.run_step", 0, name, job_id=f"filler-{name}-{n}")
 
 
 def test_intake_answers_503_with_retry_after_when_the_backlog_is_full(app, client, auth, world):
     app.config["INTAKE_MAX_BACKLOG"] = 3
     headers = auth.token("alice@uni.test")
-    fill_scan_queue(4)
+    fill_queue("scan", 4)
     busy = upload_api(client, headers, world.essay.id, ESSAY, "essay.txt", key="spike-1")
     assert busy.status_code == 503
     assert int(busy.headers["Retry-After"]) > 0
@@ -28,9 +36,25 @@ def test_intake_answers_503_with_retry_after_when_the_backlog_is_full(app, clien
     assert submission_count() == 1
 
 
+def test_work_past_scan_and_store_does_not_close_intake(app, client, auth, world):
+    # After a spike the later queues hold several jobs per submission, and a slow plagiarism
+    # service fills its queue; neither is intake falling behind.
+    app.config["INTAKE_MAX_BACKLOG"] = 3
+    headers = auth.token("alice@uni.test")
+    for name in ("external", "email", "media"):
+        fill_queue(name, 4)
+    assert upload_api(client, headers, world.essay.id, ESSAY, "essay.txt").status_code == 202
+
+    fill_queue("store", 3)  # with the scan just queued: four submissions wait to be stored
+    busy = upload_api(client, headers, world.essay.id, ESSAY, "essay.txt")
+    assert busy.status_code == 503
+    assert busy.get_json()["error"]["code"] == "busy"
+    assert submission_count() == 1
+
+
 def test_upload_page_tells_the_student_it_will_retry_when_busy(app, client, auth, world):
     app.config["INTAKE_MAX_BACKLOG"] = 0
-    fill_scan_queue(1)
+    fill_queue("scan", 1)
     auth.login("alice@uni.test")
     page = client.get(f"/assignments/{world.essay.id}").get_data(as_text=True)
     assert "upload.js" in page
@@ -65,8 +89,6 @@ def test_intake_keeps_accepting_when_redis_is_down_and_queues_later(app, client,
 
 
 def test_database_down_is_a_503_with_retry_after_not_a_500(app, redis_server, tmp_path):
-    from app import create_app
-
     down = create_app({"SQLALCHEMY_DATABASE_URI": "postgresql://postgres@127.0.0.1:1/gone",
                        "REDIS_URL": redis_server.url, "STORAGE_DIR": str(tmp_path / "s")})
     client = down.test_client()
@@ -109,3 +131,67 @@ def test_repeated_wrong_passwords_are_rate_limited(app, client, auth, world):
                                                 "password": "correct horse battery"})
     assert token.status_code == 429
     assert auth.login("bob@uni.test").status_code == 302
+
+
+def test_every_database_connection_taken_is_a_503_busy_not_a_500(app, auth, world):
+    headers, essay = auth.token("alice@uni.test"), world.essay.id
+    settings = ("SQLALCHEMY_DATABASE_URI", "REDIS_URL", "STORAGE_DIR", "SECRET_KEY")
+    crowded = create_app({**{name: app.config[name] for name in settings},
+                          "DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 0, "DB_POOL_TIMEOUT": 0.2})
+    crowded.test_client_class = Client
+    with crowded.app_context():
+        held = db.engine.connect()  # as a long request would hold the process's one connection
+        try:
+            busy = upload_api(crowded.test_client(), headers, essay, ESSAY, "essay.txt",
+                              key="crowded-1")
+        finally:
+            held.close()
+        retried = upload_api(crowded.test_client(), headers, essay, ESSAY, "essay.txt",
+                             key="crowded-1")
+        db.session.remove()
+        db.engine.dispose()
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == str(app.config["INTAKE_RETRY_AFTER"])
+    assert busy.get_json()["error"]["code"] == "busy"
+    assert retried.status_code == 202
+    assert submission_count() == 1
+
+
+def _start_slow_upload(url, headers, assignment_id, content):
+    """An upload whose client sends half of the file and then stalls."""
+    boundary = "slow-upload-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"slow.txt\"\r\nContent-Type: text/plain\r\n\r\n").encode() \
+        + content + f"\r\n--{boundary}--\r\n".encode()
+    host, port = url.split("//", 1)[1].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=20)
+    head = [f"POST /api/v1/assignments/{assignment_id}/submissions HTTP/1.0",
+            f"Host: {host}:{port}", f"Content-Length: {len(body)}",
+            f"Content-Type: multipart/form-data; boundary={boundary}",
+            *(f"{name}: {value}" for name, value in headers.items())]
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body[:len(body) // 2])
+    return sock, body[len(body) // 2:]
+
+
+@pytest.mark.slow
+def test_a_slow_upload_holds_no_database_connection_while_its_file_arrives(
+        app, auth, world, tmp_path):
+    env = process_env(app, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=1)
+    web = WebServer(env, tmp_path / "web.log").start()
+    try:
+        alice, bob = auth.token("alice@uni.test"), auth.token("bob@uni.test")
+        slow, rest = _start_slow_upload(web.url, alice, world.essay.id, ESSAY * 2000)
+        url = f"{web.url}/api/v1/assignments/{world.essay.id}/submissions"
+        # Bob's upload needs the web process's one connection while Alice's is still arriving.
+        quick = [requests.post(url, headers=bob, timeout=10,
+                               files={"file": (f"quick-{n}.txt", ESSAY)}) for n in range(3)]
+        slow.sendall(rest)
+        answer = b""
+        while chunk := slow.recv(65536):
+            answer += chunk
+        slow.close()
+    finally:
+        web.stop()
+    assert [response.status_code for response in quick] == [202, 202, 202]
+    assert answer.startswith(b"HTTP/1.1 202") or answer.startswith(b"HTTP/1.0 202"), answer[:300]
+    assert submission_count() == 4

@@ -5,7 +5,7 @@ from rq import SimpleWorker
 
 from app.extensions import db, get_redis
 from app.models import StepRun, Submission
-from app.pipeline import QUEUES, STEP_BY_NAME, queue
+from app.pipeline import QUEUES, STEP_BY_NAME, queue, retry_delays
 from tests.conftest import Auth, csrf_from, run_jobs
 from tests.helpers import only_submission, upload_form
 from tests.services import free_port
@@ -214,3 +214,23 @@ def test_requeue_while_redis_is_unreachable_keeps_the_step_queued_for_the_reconc
     assert "the queue is unreachable right now" in response.get_data(as_text=True)
     assert email_step(submission_id).status == "queued"
     assert submission_status(submission_id) == "processing"
+
+
+@pytest.mark.parametrize("name, minutes", [
+    ("scan", 8), ("plagiarism", 15), ("admin_sync", 12), ("email", 12),
+])
+def test_steps_that_use_a_service_keep_trying_through_an_outage_of_minutes(app, name, minutes):
+    app.config["RETRY_BACKOFF_SCALE"] = 1.0
+    step = STEP_BY_NAME[name]
+    for _ in range(50):
+        delays = retry_delays(step)
+        assert len(delays) == step.max_attempts - 1
+        # Even with every wait jittered to its shortest, the last attempt comes this late.
+        assert sum(delays) >= minutes * 60
+        # And none waits longer than its cap allows, so work resumes soon after the outage.
+        assert max(delays) <= step.max_backoff * 1.5
+
+
+def test_scan_retries_again_within_a_minute_and_a_half_once_the_scanner_is_back(app):
+    app.config["RETRY_BACKOFF_SCALE"] = 1.0
+    assert max(retry_delays(STEP_BY_NAME["scan"])) <= 90

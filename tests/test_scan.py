@@ -8,6 +8,7 @@ from rq import SimpleWorker
 
 from app.extensions import db, get_redis
 from app.models import Submission
+from app.pipeline import STEP_BY_NAME
 from app.services import clamav
 from app.services.storage import storage_for
 from scripts import clamd_local
@@ -234,7 +235,7 @@ def test_scan_gives_up_when_clamd_stays_down_and_never_falls_back(app, client, a
     view = seen_by(client, auth, "sam@uni.test", submission_id)
     scan = steps_of(view)["scan"]
     assert view["status"] == "needs_attention"
-    assert (scan["status"], scan["attempts"]) == ("failed", 6)
+    assert (scan["status"], scan["attempts"]) == ("failed", STEP_BY_NAME["scan"].max_attempts)
     assert "clamd is unreachable at unix socket" in scan["error"]
     assert steps_of(view)["store"]["status"] == "pending"
     assert not (Path(app.config["STORAGE_DIR"]) / "objects").exists()

@@ -41,7 +41,12 @@ def check_capacity(student):
 
 
 def check_readable_form(request):
-    """Refuse a body that is not a multipart form, or one Werkzeug dropped as unparseable."""
+    """Refuse a body that is not a multipart form, or one Werkzeug dropped as unparseable.
+
+    The body is read here. A file can take a while to arrive, so the transaction opened to
+    find the student and the assignment ends first and its connection serves other requests
+    meanwhile; what is needed afterwards is loaded again."""
+    db.session.commit()
     if request.mimetype != "multipart/form-data":
         raise IntakeError(415, "not_multipart",
                           "Send the file as multipart/form-data, in a field named file.")
