@@ -47,6 +47,8 @@ class Config:
     INTAKE_RETRY_AFTER = 5
     RECONCILE_EVERY_SECONDS = _int("RECONCILE_EVERY_SECONDS", 20)
     ROLLUP_EVERY_SECONDS = _int("ROLLUP_EVERY_SECONDS", 12)
+    # Dashboard roll-ups kept in the event trail: an hour's worth at the default pace.
+    DASHBOARD_EVENTS_KEPT = 300
     RECONCILE_GRACE_SECONDS = _int("RECONCILE_GRACE_SECONDS", 15)
     # Workers heartbeat their running job every 10 s (worker.py); three missed beats is dead.
     WORKER_DEAD_AFTER_SECONDS = _int("WORKER_DEAD_AFTER_SECONDS", 35)

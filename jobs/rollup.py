@@ -7,13 +7,14 @@ from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
+from flask import current_app
 from rq import get_current_job
-from sqlalchemy import func
+from sqlalchemy import delete, func
 
 from app.events.hub import open_streams_all_processes
 from app.events.publisher import emit
 from app.extensions import db, get_redis
-from app.models import StepRun, Submission, utcnow
+from app.models import Event, EventTopic, StepRun, Submission, utcnow
 from app.ops import dashboard, metrics, queues
 from app.pipeline import STEPS
 
@@ -98,6 +99,22 @@ def _steps(redis):
     return rows
 
 
+def _prune_published_stats(kept):
+    """Drop all but the newest `kept` roll-ups from the event trail: a dashboard that reconnects
+    needs only the latest, and one every few seconds would otherwise grow without end."""
+    on_dashboard = db.select(EventTopic.event_id).where(EventTopic.topic == dashboard.TOPIC)
+    oldest_kept = db.session.execute(
+        on_dashboard.order_by(EventTopic.event_id.desc()).offset(kept - 1).limit(1)
+    ).scalar()
+    if oldest_kept is None:
+        return
+    stale = list(db.session.scalars(on_dashboard.where(EventTopic.event_id < oldest_kept)))
+    if stale:
+        db.session.execute(delete(EventTopic).where(EventTopic.event_id.in_(stale)))
+        db.session.execute(delete(Event).where(Event.id.in_(stale), Event.type == "stats"))
+        db.session.commit()
+
+
 def roll_up():
     job = get_current_job()
     redis = get_redis()
@@ -125,6 +142,7 @@ def roll_up():
     redis.set(dashboard.STATS_KEY, json.dumps(stats))
     emit("stats", stats, [dashboard.TOPIC])
     db.session.commit()
+    _prune_published_stats(current_app.config["DASHBOARD_EVENTS_KEPT"])
     log.info(
         "event=rollup job_id=%s intake_last_minute=%s backlog=%s failed_steps=%s "
         "open_streams=%s", job.id if job else None, stats["intake_last_minute"],

@@ -12,11 +12,21 @@ import sqlalchemy as sa
 from flask import url_for
 from rq import Queue
 from rq.registry import FailedJobRegistry
+from sqlalchemy import func
 
 from app.events import hub as event_hub
 from app.events.publisher import emit
 from app.extensions import db, get_redis
-from app.models import Assignment, Event, FlashMessage, StepRun, Submission, User, utcnow
+from app.models import (
+    Assignment,
+    Event,
+    EventTopic,
+    FlashMessage,
+    StepRun,
+    Submission,
+    User,
+    utcnow,
+)
 from app.ops.dashboard import TOPIC
 from tests.conftest import Auth, Client, csrf_from, run_jobs
 from tests.e2e.live import client_for, follow, open_stream
@@ -425,6 +435,24 @@ def test_dashboard_shows_rolled_up_figures_and_publishes_them_to_admins(app, adm
     assert sum(point["count"] for point in published[-1].payload["intake"]) == 4
     assert published[-1].payload["backlog"] == 1
 
+
+def test_only_the_newest_dashboard_roll_ups_stay_in_the_event_trail(app, world):
+    app.config["DASHBOARD_EVENTS_KEPT"] = 2
+    upload(app, world)
+    run_jobs()
+    trail = db.session.execute(db.select(func.count()).select_from(Event)).scalar_one()
+    for _ in range(4):
+        Queue("maintenance", connection=get_redis()).enqueue("jobs.rollup.roll_up")
+        run_jobs(["maintenance"])
+    published = db.session.execute(
+        db.select(Event).filter_by(type="stats").order_by(Event.id)).scalars().all()
+    assert len(published) == 2
+    assert all(event.topic_names == [TOPIC] for event in published)
+    everything = db.session.execute(db.select(func.count()).select_from(Event)).scalar_one()
+    assert everything == trail + 2  # the submission's own trail is untouched
+    dashboard_rows = db.session.execute(
+        db.select(func.count()).select_from(EventTopic).filter_by(topic=TOPIC)).scalar_one()
+    assert dashboard_rows == 2
 
 
 def test_dashboard_figures_arrive_live_on_the_admin_stream(app, world, live):
