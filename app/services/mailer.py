@@ -1,26 +1,41 @@
-"""Receipt emails: one outbox row per message, handed to SMTP at most once as far as we can know.
+"""Emails: one outbox row per message, handed to SMTP at most once as far as we can know.
 
 The row (unique dedupe key, Message-ID fixed when it is created) is locked while it goes to the
-SMTP server and marked sent the moment the server accepts it, before QUIT, so a retry, a re-run
-or a second worker on the same step finds it sent. One window is left: the server accepted the
-message and we died (or lost the database) before that commit; the re-run sends it again with
-the same Message-ID, which lets mail clients recognise the copy."""
+SMTP server. The moment the server accepts it, before QUIT, the acceptance is noted in Redis and
+the row marked sent; a commit lost to a database restart is made again on a fresh connection
+once the database answers. A retry, a re-run or a second worker on the same row finds it sent,
+or finds the acceptance in Redis and marks the row sent without sending again. Two gaps are
+left: the worker killed (-9) in the instant between the server's acceptance and the Redis note,
+and a connection that drops after the server took the message but before its reply reached us.
+The re-run then sends the message again with the same Message-ID, which lets mail clients
+recognise the copy."""
 
+import logging
 import smtplib
 import ssl
+import time
 from contextlib import contextmanager
 from email.message import EmailMessage
 from email.utils import make_msgid
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy.exc import IntegrityError
+from redis.exceptions import RedisError
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from app.extensions import db
+from app.extensions import db, get_redis
 from app.models import OutboxEmail, utcnow
 from app.templating import file_size, local_time, utc_time
 
+log = logging.getLogger(__name__)
+
 # Every socket operation; several fit inside the email step's 60 s job timeout.
 SMTP_TIMEOUT = 20
+# How long a sent message waits for the database to come back (a restart takes seconds); well
+# inside the email jobs' 60 s timeout. Past it the Redis note stands in until the re-run.
+RECORD_SENT_WITHIN = 20
+# Longer than any email job's retries, and than the reconciler's sweep of unsent rows.
+ACCEPTED_TTL = 7 * 24 * 3600
 DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 
 
@@ -93,31 +108,76 @@ def smtp_session(smtp_url, timeout=SMTP_TIMEOUT):
             client.close()
 
 
-def mark_sent(row, transport):
-    row.transport = transport
-    row.sent_at = utcnow()
-    db.session.commit()
+def accepted_key(row_id):
+    return f"outbox:accepted:{row_id}"
+
+
+def note_accepted(row_id, message_id):
+    """Remember in Redis that the server took this row's message, should the database not hear."""
+    try:
+        get_redis().set(accepted_key(row_id), message_id, ex=ACCEPTED_TTL)
+    except RedisError as exc:
+        # The database record that follows still holds it; only a double fault is uncovered.
+        log.warning("event=outbox_note_failed outbox_id=%s error=%r", row_id, exc)
+
+
+def accepted_earlier(row_id, message_id):
+    """True if an earlier run saw the server accept this very message (not another database's
+    row with the same id). A Redis that cannot say raises: the step tries again later."""
+    noted = get_redis().get(accepted_key(row_id))
+    return noted is not None and noted.decode() == message_id
+
+
+def record_sent(row_id, transport):
+    """Mark the row sent. A database that went away (a restart) is waited for, up to
+    RECORD_SENT_WITHIN seconds, each attempt on a fresh connection."""
+    deadline = time.monotonic() + RECORD_SENT_WITHIN
+    pause = 0.1
+    while True:
+        try:
+            db.session.execute(
+                update(OutboxEmail)
+                .where(OutboxEmail.id == row_id, OutboxEmail.sent_at.is_(None))
+                .values(sent_at=utcnow(), transport=transport)
+                .execution_options(synchronize_session=False)
+            )
+            db.session.commit()
+            return
+        except (OperationalError, InterfaceError) as exc:
+            db.session.rollback()
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("event=outbox_record_retry outbox_id=%s error=%r", row_id, exc)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def deliver(row, config):
     """Send an outbox row unless it was sent already; returns a sentence for the step detail."""
-    # Held until mark_sent commits: a second worker on the same row waits here, then finds it
-    # sent. PostgreSQL only; SQLite has no row locks and ignores FOR UPDATE.
+    # Held until the row is marked sent: a second worker on the same row waits here, then finds
+    # it sent. PostgreSQL only; SQLite has no row locks and ignores FOR UPDATE.
     row = db.session.execute(
         db.select(OutboxEmail).filter_by(id=row.id).with_for_update()
         .execution_options(populate_existing=True)
     ).scalar_one()
+    row_id, to, message_id = row.id, row.to, row.message_id
     if row.sent_at is not None:
         db.session.commit()
-        return f"Already sent to {row.to}; not sent again"
+        return f"Already sent to {to}; not sent again"
     if not config["SMTP_URL"]:
-        mark_sent(row, "outbox")
-        return f"Saved to the outbox for {row.to} (no mail server configured)"
+        record_sent(row_id, "outbox")
+        return f"Saved to the outbox for {to} (no mail server configured)"
+    if accepted_earlier(row_id, message_id):
+        # The server took it on an earlier run whose record never reached the database.
+        record_sent(row_id, "smtp")
+        return f"Already sent to {to}; not sent again"
+    message = message_for(row, config["MAIL_FROM"])
     with smtp_session(config["SMTP_URL"]) as client:
-        client.send_message(message_for(row, config["MAIL_FROM"]))
+        client.send_message(message)
         # Recorded before QUIT: a server slow to say goodbye must not widen the duplicate window.
-        mark_sent(row, "smtp")
-    return f"Sent to {row.to}"
+        note_accepted(row_id, message_id)
+        record_sent(row_id, "smtp")
+    return f"Sent to {to}"
 
 
 def deliver_receipt(submission, config):

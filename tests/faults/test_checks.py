@@ -1,6 +1,10 @@
-"""The trail check of the fault suite must catch a broken trail, or the faults prove nothing."""
+"""The fault suite's checks must catch a broken trail and a receipt sent twice, or the faults
+prove nothing."""
 
-from tests.faults.checks import trail_problems
+from email.message import EmailMessage
+
+from tests.faults.checks import Expected, receipts, trail_problems
+from tests.faults.workload import Upload
 
 RECEIVED = ("submission", "", "received")
 PROCESSING = ("submission", "", "processing")
@@ -65,3 +69,20 @@ def test_a_rejected_file_must_fail_its_scan_and_skip_the_rest():
     assert trail_problems("rejected", [*events, ("submission", "", "rejected")]) == []
     assert trail_problems("completed", [*events, ("submission", "", "completed")]) == [
         "scan: ended failed"]
+
+
+def receipt(submission_id, to, message_id):
+    message = EmailMessage()
+    message["To"] = to
+    message["Subject"] = f"Receipt: CS101 Essay (#{submission_id})"
+    message["Message-ID"] = message_id
+    return message
+
+
+def test_a_receipt_delivered_twice_with_the_same_message_id_is_caught(world):
+    expected = {7: Expected(Upload("essay.txt", b"essay", False), world.users["alice"].id)}
+    once = [receipt(7, "alice@uni.test", "<receipt-7@submissions.test>")]
+    assert receipts(expected, once) == []
+    assert receipts(expected, once * 2) == [
+        "submission 7 (completed): 2 receipts delivered, expected 1; Message-IDs "
+        "['<receipt-7@submissions.test>', '<receipt-7@submissions.test>']"]
