@@ -120,6 +120,9 @@
       } else if (error && "error" in step) {
         error.remove();
       }
+      // Staff pages carry a requeue form per step, offered while the step is failed.
+      const requeue = item.querySelector("form.requeue");
+      if (requeue) requeue.hidden = step.status !== "failed";
       showProgress();
       if (step.status === "succeeded" && step.step === "thumbnail") showThumbnail();
       if (step.status === "succeeded" && step.step === "plagiarism") showSimilarity();

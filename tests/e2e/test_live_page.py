@@ -177,3 +177,30 @@ def test_flash_is_acknowledged_only_after_it_has_been_on_screen(
                            timeout=5_000)
     page.reload()
     assert page.query_selector(".flash") is None
+
+
+def test_staff_see_the_requeue_button_when_a_step_fails_without_a_reload(
+        web_server, browser_page, world):
+    page = browser_page
+    login(page, web_server.url, "alice")
+    submission_id = upload(page, web_server.url, world.essay.id, "essay.pdf",
+                           essay_pdf("An essay"))
+    page.context.clear_cookies()
+    login(page, web_server.url, "sam")
+    page.goto(f"{web_server.url}/submissions/{submission_id}")
+    page.evaluate("() => { window.notReloaded = true; }")
+    assert page.is_hidden("#step-email form.requeue")
+
+    submission = db.session.get(Submission, submission_id)
+    record_step(submission.step("email"), "failed", "Gave up after 8 attempts",
+                error="SMTPServerDisconnected: Connection unexpectedly closed")
+    db.session.commit()
+    page.wait_for_selector("#step-email form.requeue", state="visible", timeout=10_000)
+    assert page.inner_text("#step-email .step-error").startswith("SMTPServerDisconnected")
+    assert page.is_hidden("#step-scan form.requeue")
+    assert page.evaluate("() => window.notReloaded === true")
+
+    page.click("#step-email form.requeue button")
+    page.wait_for_selector("text=Receipt email was requeued.", timeout=10_000)
+    assert page.is_hidden("#step-email form.requeue")
+    assert page.get_attribute("#step-email", "data-status") == "queued"
