@@ -8,12 +8,16 @@ from rq import Worker
 from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
 from rq_scheduler import Scheduler
-from sqlalchemy import update
+from sqlalchemy import String, cast, exists, literal, select, update
 
 from app import pipeline
 from app.extensions import db, get_redis
-from app.grades.release import restore_scheduled_releases
-from app.models import StepRun, Submission, utcnow
+from app.grades.release import (
+    enqueue_grade_email,
+    grade_email_job_id,
+    restore_scheduled_releases,
+)
+from app.models import Grade, OutboxEmail, StepRun, Submission, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,61 @@ def enqueue_due_retries(redis):
     return orphaned
 
 
+# An email still unsent this long after it was owed is left to staff (the admin outbox lists
+# it): an address refused through days of retries will not take the next one.
+EMAILS_OWED_FOR = timedelta(days=3)
+# Longer than one reconciler takes from reading a job's state to putting it back.
+REQUEUE_CLAIM_SECONDS = 60
+
+
+def requeue_unsent_emails(redis, live_workers, waiting, now):
+    """Put back the delivery of every email still owed after the grace period with no live job:
+    a grade email whose job was lost (before or after it made its outbox row) or ran out of
+    retries, and a receipt whose email step gave up. However many reconcilers race here, the
+    mailer sends an outbox row once: it locks the row and checks it, and Redis, first."""
+    config = current_app.config
+    due = now - timedelta(seconds=config["RECONCILE_GRACE_SECONDS"])
+    since = now - EMAILS_OWED_FOR
+    dead_after = timedelta(seconds=config["WORKER_DEAD_AFTER_SECONDS"])
+    # grade_email_key, in SQL.
+    emailed = exists().where(
+        OutboxEmail.dedupe_key == literal("grade:") + cast(Grade.submission_id, String),
+        OutboxEmail.sent_at.is_not(None))
+    owed = db.session.execute(
+        select(Grade.submission_id)
+        .where(Grade.notified_at > since, Grade.notified_at <= due, ~emailed)
+    ).scalars().all()
+    jobs = Job.fetch_many([grade_email_job_id(s) for s in owed], connection=redis)
+    requeued = 0
+    for submission_id, job in zip(owed, jobs, strict=True):
+        if job_is_alive(job, live_workers, waiting, now, dead_after):
+            continue
+        # One reconciler puts it back; the others, which saw the same dead job, leave it.
+        claim = f"reconcile:grade-email:{submission_id}"
+        if not redis.set(claim, 1, nx=True, ex=REQUEUE_CLAIM_SECONDS):
+            continue
+        if job is not None:
+            job.delete()  # failed, or lost with its worker: make way for a fresh job
+        if enqueue_grade_email(submission_id):
+            requeued += 1
+            log.info("event=reconcile_grade_email submission_id=%s lost_job_status=%s",
+                     submission_id, job.get_status(refresh=False) if job else None)
+
+    # A receipt's job is its email step; one still in flight is the step reconciler's.
+    gave_up = db.session.execute(
+        select(StepRun).join(Submission)
+        .where(StepRun.name == "email", StepRun.status == "failed",
+               StepRun.finished_at <= due, Submission.received_at > since)
+    ).scalars().all()
+    for step_run in gave_up:
+        # A claim from `failed` in the database: a racing reconciler's requeue of it is a no-op.
+        if pipeline.requeue_step(step_run):
+            requeued += 1
+            log.info("event=reconcile_receipt submission_id=%s job_id=%s",
+                     step_run.submission_id, step_run.job_id)
+    return requeued
+
+
 def reconcile():
     redis = get_redis()
     orphaned = enqueue_due_retries(redis)
@@ -106,6 +165,7 @@ def reconcile():
     jobs = Job.fetch_many([s.job_id or "-" for s in in_flight], connection=redis)
     requeued = sum(_requeue(s, job, live_workers, waiting, now)
                    for s, job in zip(in_flight, jobs, strict=True))
+    emails_requeued = requeue_unsent_emails(redis, live_workers, waiting, now)
 
     # Submissions with nothing in flight are stalled: a crash between a step and its successors
     # or its completion, or an intake that never got the first step into Redis. One with a step
@@ -117,7 +177,8 @@ def reconcile():
     enqueued = sum(len(pipeline.enqueue_ready(s)) for s in waiting)
     completed = sum(pipeline.complete_if_done(s.id) for s in waiting)
     summary = {"checked": len(in_flight), "requeued": requeued, "enqueued": enqueued,
-               "completed": completed, "releases_restored": restore_scheduled_releases()}
+               "completed": completed, "emails_requeued": emails_requeued,
+               "releases_restored": restore_scheduled_releases()}
     log.info("event=reconcile %s", " ".join(f"{k}={v}" for k, v in summary.items()))
     return summary
 

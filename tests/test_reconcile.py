@@ -7,11 +7,13 @@ import time
 import pytest
 
 from app.extensions import db, get_redis
-from app.models import Submission
+from app.models import OutboxEmail, Submission
 from app.pipeline import queue
 from jobs.maintenance import reconcile, schedule_periodic, scheduler_for
 from tests.conftest import ROOT, process_env, run_jobs
 from tests.helpers import kill_tree, trail, upload_api
+from tests.smtp import SmtpServer
+from tests.test_grades import submission_for
 
 ESSAY = b"Reconciled essay.\n"
 
@@ -57,7 +59,7 @@ def test_reconcile_leaves_live_jobs_alone_and_is_safe_to_repeat(app, client, aut
     assert queue("scan").count == 2
     run_jobs()
     assert reconcile() == {"checked": 0, "requeued": 0, "enqueued": 0, "completed": 0,
-                           "releases_restored": 0}
+                           "emails_requeued": 0, "releases_restored": 0}
 
 
 def test_recently_queued_step_is_given_time_to_reach_redis(app, client, auth, world):
@@ -161,3 +163,109 @@ def test_worker_killed_mid_step_is_noticed_from_heartbeats_and_the_step_rerun(
     assert submission.step("admin_sync").status == "succeeded"
     states = [s for _, name, s in trail(submission_id) if name == "admin_sync"]
     assert states.count("running") == 2 and states[-1] == "succeeded"
+
+
+@pytest.fixture
+def smtp(app):
+    """The mail server, not yet started: each test says when it answers."""
+    server = SmtpServer()
+    app.config["SMTP_URL"] = server.url
+    yield server
+    server.stop()
+
+
+def release_marked(client, auth, world, *students):
+    """Sam marks each student's essay and releases the grades; the release job runs."""
+    ids = [submission_for(world, student) for student in students]
+    headers = auth.token("sam@uni.test")
+    for submission_id in ids:
+        client.put(f"/api/v1/submissions/{submission_id}/grade", headers=headers,
+                   json={"score": 40})
+    client.post(f"/api/v1/assignments/{world.essay.id}/release", headers=headers)
+    run_jobs(["grades"])
+    return ids
+
+
+def grade_emails(smtp):
+    return sorted((m["To"], str(m["Subject"])) for m in smtp.messages)
+
+
+def unsent_rows():
+    db.session.remove()
+    return db.session.query(OutboxEmail).filter(OutboxEmail.sent_at.is_(None)).count()
+
+
+def test_grade_email_whose_job_redis_lost_is_sent_once_by_the_reconciler(
+        app, client, auth, world, smtp, now_is_late):
+    smtp.start()
+    release_marked(client, auth, world, "alice")
+    get_redis().flushdb()  # the email job goes before any worker took it
+
+    assert reconcile()["emails_requeued"] == 1
+    run_jobs()
+    assert grade_emails(smtp) == [("alice@uni.test", "Grade: CS101 Essay")]
+
+    assert reconcile()["emails_requeued"] == 0
+    run_jobs()
+    assert len(smtp.messages) == 1
+
+
+def test_grade_email_whose_retries_ran_out_while_smtp_was_down_is_sent_once_after_reconcile(
+        app, client, auth, world, smtp):
+    release_marked(client, auth, world, "alice", "bob")
+    run_jobs(["email"])  # every attempt finds the mail server down
+    assert unsent_rows() == 2
+    assert smtp.messages == []
+
+    smtp.start()
+    app.config["RECONCILE_GRACE_SECONDS"] = 600
+    assert reconcile()["emails_requeued"] == 0  # released moments ago: not overdue yet
+    app.config["RECONCILE_GRACE_SECONDS"] = 0
+    assert reconcile()["emails_requeued"] == 2
+    run_jobs()
+    assert grade_emails(smtp) == [("alice@uni.test", "Grade: CS101 Essay"),
+                                  ("bob@uni.test", "Grade: CS101 Essay")]
+    assert unsent_rows() == 0
+
+    assert reconcile()["emails_requeued"] == 0
+    run_jobs()
+    assert len(smtp.messages) == 2
+
+
+def test_receipt_whose_retries_ran_out_is_sent_once_and_the_submission_completes(
+        app, client, auth, world, smtp, now_is_late):
+    [submission_id] = upload(client, auth, world)
+    run_jobs()
+    submission = status(submission_id)
+    assert (submission.status, submission.step("email").status) == ("needs_attention", "failed")
+
+    smtp.start()
+    assert reconcile()["emails_requeued"] == 1
+    run_jobs()
+    submission = status(submission_id)
+    assert (submission.status, submission.step("email").status) == ("completed", "succeeded")
+    [receipt] = smtp.messages
+    assert receipt["Subject"] == f"Receipt: CS101 Essay (#{submission_id})"
+
+    assert reconcile()["emails_requeued"] == 0
+    run_jobs()
+    assert len(smtp.messages) == 1
+
+
+def test_reconcilers_racing_put_each_unsent_grade_email_back_once(
+        app, client, auth, world, smtp, now_is_late):
+    smtp.start()
+    release_marked(client, auth, world, "alice", "bob")
+    get_redis().flushdb()
+    script = ("from app import create_app\nfrom jobs.maintenance import reconcile\n"
+              "app = create_app()\n"
+              "with app.app_context(): print(reconcile()['emails_requeued'])\n")
+    env = process_env(app, SMTP_URL=smtp.url, RECONCILE_GRACE_SECONDS=0)
+    racers = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    requeued = sum(int(r.communicate(timeout=60)[0].strip().splitlines()[-1]) for r in racers)
+    assert requeued == 2
+    assert queue("email").count == 2
+    run_jobs()
+    assert grade_emails(smtp) == [("alice@uni.test", "Grade: CS101 Essay"),
+                                  ("bob@uni.test", "Grade: CS101 Essay")]

@@ -101,10 +101,14 @@ def grade_email_key(submission_id):
     return f"grade:{submission_id}"
 
 
+def grade_email_job_id(submission_id):
+    return f"grade-email-{submission_id}"
+
+
 def enqueue_grade_email(submission_id):
     """Queue the student's grade email unless a job for it is already waiting or running."""
     redis = get_redis()
-    job_id = f"grade-email-{submission_id}"
+    job_id = grade_email_job_id(submission_id)
     try:
         if Job.fetch(job_id, connection=redis).get_status(refresh=False) in LIVE_JOB_STATUSES:
             return False
