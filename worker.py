@@ -1,21 +1,101 @@
 """An RQ worker inside the app context: `python worker.py [queue ...]` (default: every queue).
 
 SIGTERM (Heroku's stop signal) lets the current job finish, then exits; a second one stops at
-once and the reconciler re-queues the interrupted step."""
+once and the reconciler re-queues the interrupted step. A Redis outage (stopped, restarted
+empty) makes it wait and then carry on, registered again, rather than exit."""
 
 import logging
 import os
 import sys
+import time
+from contextlib import suppress
 
-from rq import Worker
+from rq import Worker, worker_registration
+from rq.exceptions import StopRequested
+from rq.worker import WorkerStatus
 
 from app import create_app
 from app.extensions import db, get_redis
 from app.pipeline import QUEUES
+from jobs.redis_outage import MAX_DELAY, REDIS_DOWN, wait_for_redis
 
 # Heartbeats this often, so the reconciler can tell a dead worker within a minute.
 WORKER_TTL = 30
 JOB_MONITORING_INTERVAL = 10
+
+log = logging.getLogger("worker")
+
+
+class OutageTolerantWorker(Worker):
+    """A worker that waits out a Redis outage instead of exiting. RQ's loop heartbeats before
+    each wait for a job and after each job: there it waits for Redis, registers itself again
+    if Redis lost its registration, and restarts its scheduler process, which a Redis error
+    ends."""
+
+    # RQ's own retry when dequeueing fails, capped like ours.
+    max_connection_wait_time = MAX_DELAY
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        if pipeline is not None:
+            # Part of the job monitor's pipeline: no place to wait.
+            return super().heartbeat(timeout, pipeline)
+        try:
+            with self.connection.pipeline() as beat:
+                super().heartbeat(timeout, pipeline=beat)
+                beat.sismember(self.redis_workers_keys, self.key)
+                registered = beat.execute()[-1]
+        except REDIS_DOWN as error:
+            if not wait_for_redis(self.connection, f"process=worker worker={self.name}", error,
+                                  stopping=lambda: self._stop_requested):
+                raise StopRequested from error
+            return self.heartbeat(timeout)
+        if not registered:
+            self.register_again()
+        self.restart_dead_scheduler()
+
+    def register_again(self):
+        log.warning("event=worker_registered_again worker=%s", self.name)
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping={**self.serialize(), "state": self.get_state()})
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
+
+    def restart_dead_scheduler(self):
+        # RQ itself would retry only at its next maintenance, ten minutes on.
+        process = self.scheduler and self.scheduler._process
+        if process and not process.is_alive() and not self._stop_requested:
+            log.warning("event=scheduler_restarted worker=%s", self.name)
+            self.scheduler.acquire_locks(auto_start=True)
+
+    def execute_job(self, job, queue):
+        try:
+            super().execute_job(job, queue)
+        except REDIS_DOWN:
+            # The horse runs on to its own end or timeout; a step whose outcome Redis lost is
+            # retried or re-queued by the reconciler, as after a killed worker.
+            log.warning("event=redis_lost_during_job worker=%s job_id=%s", self.name, job.id)
+            if self.horse_pid:
+                self.wait_for_horse()
+            self.heartbeat()
+            self.set_state(WorkerStatus.IDLE)
+
+    def set_shutdown_requested_date(self):
+        # Called by the SIGTERM handler, which must stop a busy worker during an outage too.
+        with suppress(*REDIS_DOWN):
+            super().set_shutdown_requested_date()
+
+    def teardown(self):
+        try:
+            super().teardown()
+        except REDIS_DOWN:
+            log.warning("event=stopped_unregistered worker=%s reason=redis_unavailable", self.name)
+
+    def _pubsub_exception_handler(self, exc, pubsub, pubsub_thread):
+        if not isinstance(exc, REDIS_DOWN):
+            return super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+        # The main loop reports the outage; redis-py resubscribes when Redis is back.
+        time.sleep(2)
 
 
 def main(queue_names):
@@ -26,7 +106,7 @@ def main(queue_names):
     with app.app_context():
         # A forked work horse must not share the parent's database connections.
         os.register_at_fork(after_in_child=lambda: db.engine.dispose(close=False))
-        worker = Worker(
+        worker = OutageTolerantWorker(
             queue_names or QUEUES,
             connection=get_redis(),
             worker_ttl=WORKER_TTL,

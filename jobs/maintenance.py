@@ -18,6 +18,7 @@ from app.grades.release import (
     restore_scheduled_releases,
 )
 from app.models import Grade, OutboxEmail, StepRun, Submission, utcnow
+from jobs.redis_outage import REDIS_DOWN, wait_for_redis
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,33 @@ PERIODIC = {
 
 
 class MaintenanceScheduler(Scheduler):
-    """rq-scheduler that puts its periodic jobs back if Redis lost them (flush, restart)."""
+    """rq-scheduler that waits out a Redis outage (stopped, restarted empty) and puts its
+    periodic jobs back if Redis lost them (flush, restart)."""
+
+    def run(self, burst=False):
+        while True:
+            try:
+                return super().run(burst=burst)
+            except REDIS_DOWN as error:
+                if burst:
+                    raise
+                wait_for_redis(self.connection, "process=scheduler", error)
+                # The failed run could not record its end; the next must not find itself alive.
+                self.register_death()
+
+    # Both are best effort: during an outage (or SIGTERM in one) the key and the lock expire
+    # by themselves, and raising here would end the process.
+    def register_death(self):
+        try:
+            super().register_death()
+        except REDIS_DOWN:
+            log.info("event=scheduler_death_unrecorded reason=redis_unavailable")
+
+    def remove_lock(self):
+        try:
+            super().remove_lock()
+        except REDIS_DOWN:
+            log.info("event=scheduler_lock_left reason=redis_unavailable")
 
     def enqueue_jobs(self):
         missing = [job_id for job_id in PERIODIC if job_id not in self]
