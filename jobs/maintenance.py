@@ -133,11 +133,15 @@ def requeue_unsent_emails(redis, live_workers, waiting, now):
             log.info("event=reconcile_grade_email submission_id=%s lost_job_status=%s",
                      submission_id, job.get_status(refresh=False) if job else None)
 
-    # A receipt's job is its email step; one still in flight is the step reconciler's.
+    # A receipt's job is its email step; one still in flight is the step reconciler's. One that
+    # gave up stays with staff (needs attention) for a while before it is tried again, so a
+    # long mail outage shows on the dashboard instead of flickering in and out of it.
+    gave_up_before = now - timedelta(seconds=config["RECEIPT_RETRY_AFTER_FAILURE_SECONDS"])
     gave_up = db.session.execute(
         select(StepRun).join(Submission)
         .where(StepRun.name == "email", StepRun.status == "failed",
-               StepRun.finished_at <= due, Submission.received_at > since)
+               StepRun.finished_at <= min(due, gave_up_before),
+               Submission.received_at > since)
     ).scalars().all()
     for step_run in gave_up:
         # A claim from `failed` in the database: a racing reconciler's requeue of it is a no-op.
