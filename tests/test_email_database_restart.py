@@ -110,6 +110,17 @@ def restarting_smtp(app, cluster):
         cluster.start()
 
 
+def assert_one_receipt(smtp, submission_id, detail, attempts):
+    """The student got one message, the outbox row says so, and the submission is done."""
+    [row] = outbox()
+    assert (row.transport, row.sent_at is not None) == ("smtp", True)
+    [message] = smtp.messages
+    assert message_id(message) == row.message_id
+    step = email_step(submission_id)
+    assert (step.status, step.detail, step.attempts) == ("succeeded", detail, attempts)
+    assert only_submission().status == "completed"
+
+
 def test_database_restarted_as_the_server_accepts_the_receipt_sends_it_once(
         client, auth, world, restarting_smtp):
     smtp = restarting_smtp(down_for=3)
@@ -120,14 +131,7 @@ def test_database_restarted_as_the_server_accepts_the_receipt_sends_it_once(
     # Anything left to retry runs now that the database is back.
     run_one_job("email")
 
-    [row] = outbox()
-    assert (row.transport, row.sent_at is not None) == ("smtp", True)
-    [message] = smtp.messages
-    assert message_id(message) == row.message_id
-    step = email_step(submission_id)
-    assert (step.status, step.detail, step.attempts) == \
-        ("succeeded", "Sent to alice@uni.test", 1)
-    assert only_submission().status == "completed"
+    assert_one_receipt(smtp, submission_id, "Sent to alice@uni.test", attempts=1)
 
 
 def test_database_away_longer_than_the_mailer_waits_the_rerun_sends_nothing_more(
@@ -143,11 +147,5 @@ def test_database_away_longer_than_the_mailer_waits_the_rerun_sends_nothing_more
 
     run_one_job("email")
 
-    [row] = outbox()
-    assert (row.transport, row.sent_at is not None) == ("smtp", True)
-    [message] = smtp.messages
-    assert message_id(message) == row.message_id
-    step = email_step(submission_id)
-    assert (step.status, step.detail, step.attempts) == \
-        ("succeeded", "Already sent to alice@uni.test; not sent again", 2)
-    assert only_submission().status == "completed"
+    assert_one_receipt(smtp, submission_id, "Already sent to alice@uni.test; not sent again",
+                       attempts=2)
