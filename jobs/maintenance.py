@@ -6,6 +6,7 @@ from datetime import UTC, timedelta
 from flask import current_app
 from rq import Worker
 from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
 from rq_scheduler import Scheduler
 from sqlalchemy import String, cast, exists, literal, select, update
@@ -22,7 +23,6 @@ from jobs.redis_outage import REDIS_DOWN, wait_for_redis
 
 log = logging.getLogger(__name__)
 
-LIVE_STATUSES = {JobStatus.SCHEDULED, JobStatus.DEFERRED}
 IN_FLIGHT = ("queued", "running", "retrying")
 
 
@@ -31,11 +31,15 @@ def _live_worker_names(redis):
 
 
 def _waiting_job_ids(redis):
-    """Jobs waiting in a queue. One marked queued but not among them was taken by a worker that
-    died before starting it: RQ parks it in the queue's intermediate list for ten minutes."""
+    """Jobs waiting in a queue, or for their retry time. One marked queued but not among them
+    was taken by a worker that died before starting it: RQ parks it in the queue's intermediate
+    list for ten minutes. One marked scheduled but not among them belonged to a worker killed
+    as it set up the retry: RQ marks the job scheduled before it files it for later."""
     pipe = redis.pipeline(transaction=False)
     for name in pipeline.QUEUES:
-        pipe.lrange(pipeline.queue(name).key, 0, -1)
+        rq_queue = pipeline.queue(name)
+        pipe.lrange(rq_queue.key, 0, -1)
+        pipe.zrange(ScheduledJobRegistry(queue=rq_queue).key, 0, -1)
     return {job_id.decode() for job_ids in pipe.execute() for job_id in job_ids}
 
 
@@ -43,9 +47,9 @@ def job_is_alive(job, live_workers, waiting, now, dead_after):
     if job is None:
         return False
     status = job.get_status(refresh=False)
-    if status == JobStatus.QUEUED:
+    if status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
         return job.id in waiting
-    if status in LIVE_STATUSES:
+    if status == JobStatus.DEFERRED:
         return True
     if status == JobStatus.STARTED:
         # A worker killed with -9 stays registered for a while; its job stops heartbeating.

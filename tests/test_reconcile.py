@@ -5,6 +5,8 @@ import threading
 import time
 
 import pytest
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 
 from app.extensions import db, get_redis
 from app.models import OutboxEmail, Submission
@@ -13,6 +15,7 @@ from jobs.maintenance import reconcile, schedule_periodic, scheduler_for
 from tests.conftest import ROOT, process_env, run_jobs
 from tests.helpers import kill_tree, trail, upload_api
 from tests.smtp import SmtpServer
+from tests.test_email import run_one_job
 from tests.test_grades import submission_for
 
 ESSAY = b"Reconciled essay.\n"
@@ -71,6 +74,28 @@ def test_recently_queued_step_is_given_time_to_reach_redis(app, client, auth, wo
     assert reconcile()["requeued"] == 1
     run_jobs()
     assert status(submission_id).status == "completed"
+
+
+def test_retry_left_unfiled_by_a_killed_worker_is_requeued(app, client, auth, world, smtp,
+                                                          now_is_late):
+    app.config["RETRY_BACKOFF_SCALE"] = 1.0  # retries wait their turn in RQ's registry
+    [submission_id] = upload(client, auth, world)
+    run_jobs(["scan", "store", "external", "media"])
+    run_one_job("email")  # the mail server is down: the step waits to retry
+    step = status(submission_id).step("email")
+    assert step.status == "retrying"
+    retry = Job.fetch(step.job_id, connection=get_redis())
+    assert retry.get_status() == JobStatus.SCHEDULED
+    assert reconcile()["requeued"] == 0
+
+    # A worker killed between RQ marking the job scheduled and filing it leaves it so.
+    ScheduledJobRegistry(queue=queue("email")).remove(retry)
+    assert retry.get_status() == JobStatus.SCHEDULED
+    assert reconcile()["requeued"] == 1
+    smtp.start()
+    run_jobs()
+    assert status(submission_id).status == "completed"
+    assert len(smtp.messages) == 1
 
 
 def test_reconcilers_racing_requeue_each_lost_step_once(app, client, auth, world):
