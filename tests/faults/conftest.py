@@ -25,9 +25,9 @@ from tests.smtp import SmtpServer
 WORKERS = 6
 TURNITIN_KEY = "fault-turnitin-key"
 RECORDS_SECRET = "fault-records-secret"
-# Retries spaced like production's, four times sooner: the scan step's six attempts then span
-# some 20 to 60 s, longer than the outages below. Much sooner and a ten-second outage would use
-# them all up, as one of several minutes would in production.
+# Retries spaced like production's, four times sooner: a scan then keeps trying for two minutes
+# at least, the other steps for three or more, longer than the outages below, as production's
+# span outages of several minutes (tests/test_retries.py).
 BACKOFF_SCALE = 0.25
 FAST_MAINTENANCE = {
     "RECONCILE_EVERY_SECONDS": 2,
