@@ -3,7 +3,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq_scheduler import Scheduler
 from sqlalchemy import update
 
@@ -18,6 +18,7 @@ from app.models import (
     Submission,
     utcnow,
 )
+from app.pipeline import QUEUES
 from tests.conftest import csrf_from, run_jobs
 from tests.helpers import upload_api
 from tests.smtp import SmtpServer
@@ -284,6 +285,25 @@ def test_release_shows_grades_everywhere_and_tells_each_student_once(
     assert len(events_on(f"assignment.{ids.essay}", "flash")) == 1
     page = marking_page(client, ids.essay).get_data(as_text=True)
     assert re.search(r'<span id="released-count">2</span> released', page)
+
+
+def test_release_goes_ahead_of_a_deadline_backlog(client, auth, world, ids):
+    alice_sub = submission_for(world, "alice")
+    headers = auth.token("bob@uni.test")
+    for n in range(3):  # another deadline's uploads, queued before the release
+        answer = upload_api(client, headers, ids.essay, f"late essay {n}\n".encode(), f"e{n}.txt")
+        assert answer.status_code == 202, answer.get_json()
+    auth.login("sam@uni.test")
+    save_mark(client, alice_sub, "41", "")
+    post_form(client, ids.essay, "release")
+
+    # One worker serving every queue, as the Procfile's, takes a single job.
+    SimpleWorker(QUEUES, connection=get_redis()).work(burst=True, max_jobs=1,
+                                                      logging_level="WARNING")
+    db.session.remove()
+    api, _ = student_view(client, auth, "alice@uni.test", alice_sub)
+    assert api["grade"]["score"] == 41
+    assert Queue("scan", connection=get_redis()).count == 3
 
 
 def test_grade_changed_after_release_reaches_the_student_without_a_second_email(
