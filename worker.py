@@ -4,6 +4,7 @@ SIGTERM (Heroku's stop signal) lets the current job finish, then exits; a second
 once and the reconciler re-queues the interrupted step. A Redis outage (stopped, restarted
 empty) makes it wait and then carry on, registered again, rather than exit."""
 
+import importlib
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ from rq.worker import WorkerStatus
 
 from app import create_app
 from app.extensions import db, get_redis
-from app.pipeline import QUEUES
+from app.pipeline import QUEUES, STEPS
 from jobs.redis_outage import MAX_DELAY, REDIS_DOWN, wait_for_redis
 
 # Heartbeats this often, so the reconciler can tell a dead worker within a minute.
@@ -98,21 +99,38 @@ class OutageTolerantWorker(Worker):
         time.sleep(2)
 
 
+# Every module an RQ job of ours names or runs. Imported once here, each forked work horse
+# starts with them loaded instead of importing them (Pillow, pdfium, requests...) per job.
+JOB_MODULES = ("jobs.runner", *(f"jobs.{step.name}" for step in STEPS),
+               "jobs.grades", "jobs.rollup", "jobs.maintenance")
+
+
+def preload_job_modules():
+    for name in JOB_MODULES:
+        importlib.import_module(name)
+
+
+def build_worker(queue_names, preload=True):
+    """The worker of `python worker.py`, inside the current app context."""
+    if preload:
+        preload_job_modules()
+    # A forked work horse must not share the parent's database connections.
+    os.register_at_fork(after_in_child=lambda: db.engine.dispose(close=False))
+    return OutageTolerantWorker(
+        queue_names or QUEUES,
+        connection=get_redis(),
+        worker_ttl=WORKER_TTL,
+        job_monitoring_interval=JOB_MONITORING_INTERVAL,
+    )
+
+
 def main(queue_names):
     app = create_app()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
     )
     with app.app_context():
-        # A forked work horse must not share the parent's database connections.
-        os.register_at_fork(after_in_child=lambda: db.engine.dispose(close=False))
-        worker = OutageTolerantWorker(
-            queue_names or QUEUES,
-            connection=get_redis(),
-            worker_ttl=WORKER_TTL,
-            job_monitoring_interval=JOB_MONITORING_INTERVAL,
-        )
-        worker.work(with_scheduler=True, logging_level="INFO")
+        build_worker(queue_names).work(with_scheduler=True, logging_level="INFO")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ import sys
 import time
 import traceback
 
-from bench import fanout, intake, pipeline_overhead, spike
+from bench import fanout, intake, pipeline_overhead, spike, worker_preload
 from bench.stack import ROOT, BenchError, postgres_server
 
-BENCHMARKS = ("intake", "spike", "overhead", "fanout", "release")
+BENCHMARKS = ("intake", "spike", "overhead", "preload", "fanout", "release")
 
 
 def machine():
@@ -80,6 +80,7 @@ def main(argv=None):
         "intake": intake.run,
         "spike": spike.run,
         "overhead": pipeline_overhead.run,
+        "preload": worker_preload.run,
         "fanout": fanout.run,
         "release": grade_release,
     }

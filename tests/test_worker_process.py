@@ -53,3 +53,20 @@ def test_procfile_declares_the_four_processes():
     assert set(lines) == {"release", "web", "worker", "scheduler"}
     assert "db upgrade" in lines["release"]
     assert "gunicorn" in lines["web"] and "worker.py" in lines["worker"]
+
+
+def test_worker_loads_every_job_module_before_it_forks():
+    import importlib
+
+    import worker
+    from app.pipeline import STEPS
+    from jobs.maintenance import PERIODIC
+
+    # Every function an RQ job of ours names, and every step a pipeline job runs.
+    named = ["jobs.runner.run_step", "jobs.grades.release", "jobs.grades.send_grade_email",
+             *(path for path, _ in PERIODIC.values()),
+             *(f"jobs.{step.name}.perform" for step in STEPS)]
+    for path in named:
+        module, _, function = path.rpartition(".")
+        assert module in worker.JOB_MODULES, f"{module} is imported anew by each work horse"
+        assert callable(getattr(importlib.import_module(module), function))
