@@ -219,7 +219,11 @@ def requeue_step(step_run):
     if not claim_for_queue(step_run, from_statuses=("failed",)):
         return False
     step_run.attempts = 0
-    if submission.status == "needs_attention":
+    # With another step still failed the submission keeps needing attention: nothing would
+    # otherwise bring it back from processing once this step is done.
+    still_failed = any(other.status == "failed" for other in submission.steps
+                       if other.id != step_run.id)
+    if submission.status == "needs_attention" and not still_failed:
         record_submission(submission, "processing", "A step was requeued")
     db.session.commit()
     enqueue_step(step_run)

@@ -5,7 +5,7 @@ from rq import SimpleWorker
 
 from app.extensions import db, get_redis
 from app.models import StepRun, Submission
-from app.pipeline import QUEUES, STEP_BY_NAME, queue, retry_delays
+from app.pipeline import QUEUES, STEP_BY_NAME, queue, requeue_step, retry_delays
 from tests.conftest import Auth, csrf_from, run_jobs
 from tests.helpers import only_submission, upload_form
 from tests.services import free_port
@@ -234,3 +234,26 @@ def test_steps_that_use_a_service_keep_trying_through_an_outage_of_minutes(app, 
 def test_scan_retries_again_within_a_minute_and_a_half_once_the_scanner_is_back(app):
     app.config["RETRY_BACKOFF_SCALE"] = 1.0
     assert max(retry_delays(STEP_BY_NAME["scan"])) <= 90
+
+
+def test_requeued_step_leaves_the_submission_needing_attention_while_another_is_failed(
+        app, client, auth, world, smtp):
+    app.config.update(ADMIN_SYNC_URL=f"http://127.0.0.1:{free_port()}/records",
+                      ADMIN_SYNC_SECRET="records-secret")
+    submission_id = fail_email_step(client, auth, world, smtp)
+    submission = db.session.get(Submission, submission_id)
+    assert {s.name for s in submission.steps if s.status == "failed"} == {"email", "admin_sync"}
+
+    smtp.start()
+    assert requeue_step(submission.step("email"))
+    run_jobs()
+    assert email_step(submission_id).status == "succeeded"
+    assert submission_status(submission_id) == "needs_attention"  # admin_sync still failed
+
+    app.config["ADMIN_SYNC_URL"] = None  # records sync switched off: the step is skipped
+    submission = db.session.get(Submission, submission_id)
+    assert requeue_step(submission.step("admin_sync"))
+    assert submission_status(submission_id) == "processing"
+    run_jobs()
+    assert submission_status(submission_id) == "completed"
+    assert len(smtp.messages) == 1
