@@ -5,6 +5,7 @@ from datetime import UTC, timedelta
 
 from flask import current_app
 from rq import Worker
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
@@ -35,12 +36,39 @@ def _waiting_job_ids(redis):
     was taken by a worker that died before starting it: RQ parks it in the queue's intermediate
     list for ten minutes. One marked scheduled but not among them belonged to a worker killed
     as it set up the retry: RQ marks the job scheduled before it files it for later."""
-    pipe = redis.pipeline(transaction=False)
+    # One MULTI: a retry the scheduler moves from its registry to its queue meanwhile is seen
+    # in one or the other, not in neither.
+    pipe = redis.pipeline(transaction=True)
     for name in pipeline.QUEUES:
         rq_queue = pipeline.queue(name)
         pipe.lrange(rq_queue.key, 0, -1)
         pipe.zrange(ScheduledJobRegistry(queue=rq_queue).key, 0, -1)
     return {job_id.decode() for job_ids in pipe.execute() for job_id in job_ids}
+
+
+def _waits_now(redis, job):
+    """Whether this one job waits in its queue or for its retry time, read now."""
+    rq_queue = pipeline.queue(job.origin)
+    pipe = redis.pipeline(transaction=True)
+    pipe.zscore(ScheduledJobRegistry(queue=rq_queue).key, job.id)
+    pipe.lpos(rq_queue.key, job.id)
+    scheduled_at, position = pipe.execute()
+    return scheduled_at is not None or position is not None
+
+
+def job_is_dead(redis, job, live_workers, waiting, now, dead_after):
+    """Dead by the snapshot, and still dead when this one job is read again: a step that went
+    from running to retrying after the snapshot was taken is not put back early."""
+    if job_is_alive(job, live_workers, waiting, now, dead_after):
+        return False
+    if job is None:
+        return True
+    try:
+        job.refresh()
+    except NoSuchJobError:
+        return True
+    waits = {job.id} if _waits_now(redis, job) else set()
+    return not job_is_alive(job, live_workers, waits, now, dead_after)
 
 
 def job_is_alive(job, live_workers, waiting, now, dead_after):
@@ -66,8 +94,8 @@ def _requeue(seen, job, live_workers, waiting, now):
     grace = timedelta(seconds=config["RECONCILE_GRACE_SECONDS"])
     if seen.status == "queued" and seen.queued_at and now - seen.queued_at < grace:
         return False
-    if job_is_alive(job, live_workers, waiting, now,
-                    timedelta(seconds=config["WORKER_DEAD_AFTER_SECONDS"])):
+    if not job_is_dead(get_redis(), job, live_workers, waiting, now,
+                       timedelta(seconds=config["WORKER_DEAD_AFTER_SECONDS"])):
         return False
     same_job = StepRun.job_id.is_(None) if seen.job_id is None else StepRun.job_id == seen.job_id
     claimed = db.session.execute(
@@ -124,7 +152,7 @@ def requeue_unsent_emails(redis, live_workers, waiting, now):
     jobs = Job.fetch_many([grade_email_job_id(s) for s in owed], connection=redis)
     requeued = 0
     for submission_id, job in zip(owed, jobs, strict=True):
-        if job_is_alive(job, live_workers, waiting, now, dead_after):
+        if not job_is_dead(redis, job, live_workers, waiting, now, dead_after):
             continue
         # One reconciler puts it back; the others, which saw the same dead job, leave it.
         claim = f"reconcile:grade-email:{submission_id}"

@@ -3,15 +3,16 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
 from app.extensions import db, get_redis
-from app.models import OutboxEmail, Submission
+from app.models import OutboxEmail, Submission, utcnow
 from app.pipeline import queue
-from jobs.maintenance import reconcile, schedule_periodic, scheduler_for
+from jobs.maintenance import job_is_dead, reconcile, schedule_periodic, scheduler_for
 from tests.conftest import ROOT, process_env, run_jobs
 from tests.helpers import kill_tree, trail, upload_api
 from tests.smtp import SmtpServer
@@ -87,9 +88,13 @@ def test_retry_left_unfiled_by_a_killed_worker_is_requeued(app, client, auth, wo
     retry = Job.fetch(step.job_id, connection=get_redis())
     assert retry.get_status() == JobStatus.SCHEDULED
     assert reconcile()["requeued"] == 0
+    # A reconciler whose snapshot of Redis was taken just before the retry was filed reads
+    # the job again before it calls it dead.
+    assert not job_is_dead(get_redis(), retry, set(), set(), utcnow(), timedelta(seconds=35))
 
     # A worker killed between RQ marking the job scheduled and filing it leaves it so.
     ScheduledJobRegistry(queue=queue("email")).remove(retry)
+    assert job_is_dead(get_redis(), retry, set(), set(), utcnow(), timedelta(seconds=35))
     assert retry.get_status() == JobStatus.SCHEDULED
     assert reconcile()["requeued"] == 1
     smtp.start()
