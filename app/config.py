@@ -50,8 +50,9 @@ class Config:
     # Dashboard roll-ups kept in the event trail: an hour's worth at the default pace.
     DASHBOARD_EVENTS_KEPT = 300
     RECONCILE_GRACE_SECONDS = _int("RECONCILE_GRACE_SECONDS", 15)
-    # A receipt email that used up its retries is tried again by the reconciler this much later.
-    RECEIPT_RETRY_AFTER_FAILURE_SECONDS = _int("RECEIPT_RETRY_AFTER_FAILURE_SECONDS", 1800)
+    # An email (receipt or grade) that used up its retries is tried again by the reconciler
+    # this much later; meanwhile staff see it failed.
+    EMAIL_RETRY_AFTER_FAILURE_SECONDS = _int("EMAIL_RETRY_AFTER_FAILURE_SECONDS", 1800)
     # Workers heartbeat their running job every 10 s (worker.py); three missed beats is dead.
     WORKER_DEAD_AFTER_SECONDS = _int("WORKER_DEAD_AFTER_SECONDS", 35)
     SSE_HEARTBEAT_SECONDS = float(os.environ.get("SSE_HEARTBEAT_SECONDS") or 15)

@@ -132,6 +132,13 @@ EMAILS_OWED_FOR = timedelta(days=3)
 REQUEUE_CLAIM_SECONDS = 60
 
 
+def _gave_up_within(job, hold, now):
+    """A job that used up its retries this recently stays failed for staff to see a while."""
+    if job is None or job.get_status(refresh=False) != JobStatus.FAILED or job.ended_at is None:
+        return False
+    return now - job.ended_at.replace(tzinfo=UTC) < hold
+
+
 def requeue_unsent_emails(redis, live_workers, waiting, now):
     """Put back the delivery of every email still owed after the grace period with no live job:
     a grade email whose job was lost (before or after it made its outbox row) or ran out of
@@ -150,9 +157,12 @@ def requeue_unsent_emails(redis, live_workers, waiting, now):
         .where(Grade.notified_at > since, Grade.notified_at <= due, ~emailed)
     ).scalars().all()
     jobs = Job.fetch_many([grade_email_job_id(s) for s in owed], connection=redis)
+    hold = timedelta(seconds=config["EMAIL_RETRY_AFTER_FAILURE_SECONDS"])
     requeued = 0
     for submission_id, job in zip(owed, jobs, strict=True):
         if not job_is_dead(redis, job, live_workers, waiting, now, dead_after):
+            continue
+        if _gave_up_within(job, hold, now):
             continue
         # One reconciler puts it back; the others, which saw the same dead job, leave it.
         claim = f"reconcile:grade-email:{submission_id}"
@@ -168,7 +178,7 @@ def requeue_unsent_emails(redis, live_workers, waiting, now):
     # A receipt's job is its email step; one still in flight is the step reconciler's. One that
     # gave up stays with staff (needs attention) for a while before it is tried again, so a
     # long mail outage shows on the dashboard instead of flickering in and out of it.
-    gave_up_before = now - timedelta(seconds=config["RECEIPT_RETRY_AFTER_FAILURE_SECONDS"])
+    gave_up_before = now - hold
     gave_up = db.session.execute(
         select(StepRun).join(Submission)
         .where(StepRun.name == "email", StepRun.status == "failed",

@@ -251,6 +251,8 @@ def test_grade_email_whose_retries_ran_out_while_smtp_was_down_is_sent_once_afte
     app.config["RECONCILE_GRACE_SECONDS"] = 600
     assert reconcile()["emails_requeued"] == 0  # released moments ago: not overdue yet
     app.config["RECONCILE_GRACE_SECONDS"] = 0
+    assert reconcile()["emails_requeued"] == 0  # gave up moments ago: staff see it first
+    app.config["EMAIL_RETRY_AFTER_FAILURE_SECONDS"] = 0
     assert reconcile()["emails_requeued"] == 2
     run_jobs()
     assert grade_emails(smtp) == [("alice@uni.test", "Grade: CS101 Essay"),
@@ -274,7 +276,7 @@ def test_receipt_whose_retries_ran_out_is_sent_once_and_the_submission_completes
     assert reconcile()["emails_requeued"] == 0
     assert status(submission_id).status == "needs_attention"
 
-    app.config["RECEIPT_RETRY_AFTER_FAILURE_SECONDS"] = 0
+    app.config["EMAIL_RETRY_AFTER_FAILURE_SECONDS"] = 0
     assert reconcile()["emails_requeued"] == 1
     run_jobs()
     submission = status(submission_id)
