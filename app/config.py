@@ -2,6 +2,9 @@ import os
 import secrets
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = BASE_DIR / "instance"
 
@@ -64,7 +67,7 @@ class Config:
     # is answered 503 with Retry-After (the upload page retries by itself), not kept waiting.
     DB_POOL_SIZE = _int("DB_POOL_SIZE", 10)
     DB_MAX_OVERFLOW = _int("DB_MAX_OVERFLOW", 10)
-    DB_POOL_TIMEOUT = float(os.environ.get("DB_POOL_TIMEOUT") or 5)
+    DB_POOL_TIMEOUT = _int("DB_POOL_TIMEOUT", 5)  # whole seconds, as SQLAlchemy takes it
 
 
 class ProductionConfig(Config):
@@ -88,13 +91,21 @@ CONFIGS = {
 def engine_options(config):
     """SQLAlchemy engine options: the configured ones, with the pool sized from the config."""
     options = dict(config["SQLALCHEMY_ENGINE_OPTIONS"])
-    uri = config["SQLALCHEMY_DATABASE_URI"]
-    if uri.startswith("sqlite") and (":memory:" in uri or uri.rstrip("/") == "sqlite:"):
-        return options  # one shared in-memory connection; there is no pool to size
-    options.setdefault("pool_size", config["DB_POOL_SIZE"])
-    options.setdefault("max_overflow", config["DB_MAX_OVERFLOW"])
-    options.setdefault("pool_timeout", config["DB_POOL_TIMEOUT"])
+    if _has_queue_pool(config["SQLALCHEMY_DATABASE_URI"]):
+        options.setdefault("pool_size", config["DB_POOL_SIZE"])
+        options.setdefault("max_overflow", config["DB_MAX_OVERFLOW"])
+        options.setdefault("pool_timeout", config["DB_POOL_TIMEOUT"])
     return options
+
+
+def _has_queue_pool(uri):
+    # In-memory SQLite keeps one shared connection (Flask-SQLAlchemy's StaticPool, or the
+    # driver's per-thread pool): there is no pool to size.
+    url = make_url(uri)
+    if url.get_backend_name() == "sqlite" and (
+            url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"):
+        return False
+    return issubclass(url.get_dialect().get_pool_class(url), QueuePool)
 
 
 def config_for_environment():

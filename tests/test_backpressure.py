@@ -137,7 +137,7 @@ def test_every_database_connection_taken_is_a_503_busy_not_a_500(app, auth, worl
     headers, essay = auth.token("alice@uni.test"), world.essay.id
     settings = ("SQLALCHEMY_DATABASE_URI", "REDIS_URL", "STORAGE_DIR", "SECRET_KEY")
     crowded = create_app({**{name: app.config[name] for name in settings},
-                          "DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 0, "DB_POOL_TIMEOUT": 0.2})
+                          "DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 0, "DB_POOL_TIMEOUT": 0})
     crowded.test_client_class = Client
     with crowded.app_context():
         held = db.engine.connect()  # as a long request would hold the process's one connection
@@ -195,3 +195,19 @@ def test_a_slow_upload_holds_no_database_connection_while_its_file_arrives(
     assert [response.status_code for response in quick] == [202, 202, 202]
     assert answer.startswith(b"HTTP/1.1 202") or answer.startswith(b"HTTP/1.0 202"), answer[:300]
     assert submission_count() == 4
+
+
+@pytest.mark.parametrize("uri", ["sqlite://", "sqlite+pysqlite://", "sqlite:///:memory:"])
+def test_in_memory_sqlite_needs_no_pool_settings(redis_server, uri):
+    memory = create_app({"SQLALCHEMY_DATABASE_URI": uri, "REDIS_URL": redis_server.url})
+    with memory.app_context():
+        assert db.session.execute(db.select(1)).scalar() == 1
+        db.session.remove()
+
+
+def test_database_servers_and_sqlite_files_get_the_configured_pool(migrated, redis_server):
+    sized = create_app({"SQLALCHEMY_DATABASE_URI": migrated, "REDIS_URL": redis_server.url,
+                        "DB_POOL_SIZE": 3, "DB_MAX_OVERFLOW": 2, "DB_POOL_TIMEOUT": 2})
+    with sized.app_context():
+        pool = db.engine.pool
+        assert (pool.size(), pool._max_overflow, pool._timeout) == (3, 2, 2)
