@@ -40,13 +40,17 @@ def check_capacity(student):
                           "your upload will be retried shortly.", config["INTAKE_RETRY_AFTER"])
 
 
+def release_connection():
+    """End the transaction opened to find the student and the assignment, before the body is
+    read: a file can take a while to arrive, and meanwhile the connection serves other
+    requests. What is needed afterwards is loaded again."""
+    db.session.commit()
+
+
 def check_readable_form(request):
     """Refuse a body that is not a multipart form, or one Werkzeug dropped as unparseable.
-
-    The body is read here. A file can take a while to arrive, so the transaction opened to
-    find the student and the assignment ends first and its connection serves other requests
-    meanwhile; what is needed afterwards is loaded again."""
-    db.session.commit()
+    The body is read here, so the database connection is given back first."""
+    release_connection()
     if request.mimetype != "multipart/form-data":
         raise IntakeError(415, "not_multipart",
                           "Send the file as multipart/form-data, in a field named file.")

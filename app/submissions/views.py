@@ -14,7 +14,12 @@ from app.submissions.access import (
     enrolled_assignment_or_404,
     visible_submission_or_404,
 )
-from app.submissions.intake import IntakeError, accept_upload, check_readable_form
+from app.submissions.intake import (
+    IntakeError,
+    accept_upload,
+    check_readable_form,
+    release_connection,
+)
 
 
 class UploadForm(FlaskForm):
@@ -49,6 +54,8 @@ def _assignment_page(assignment, form, error=None, status=200):
 @login_required
 def assignment(assignment_id):
     assignment = enrolled_assignment_or_404(assignment_id)
+    if request.method == "POST":
+        release_connection()  # the form reads the body as it is made
     form = UploadForm()
     if request.method == "POST":
         try:
