@@ -65,21 +65,47 @@ class OutageTolerantWorker(Worker):
     def restart_dead_scheduler(self):
         # RQ itself would retry only at its next maintenance, ten minutes on.
         process = self.scheduler and self.scheduler._process
-        if process and not process.is_alive() and not self._stop_requested:
+        unstarted = self._scheduler_unstarted
+        if (unstarted or (process and not process.is_alive())) and not self._stop_requested:
             log.warning("event=scheduler_restarted worker=%s", self.name)
             self.scheduler.acquire_locks(auto_start=True)
+            self._scheduler_unstarted = False
+
+    _scheduler_unstarted = False
+
+    def _start_scheduler(self, *args, **kwargs):
+        # Redis gone in the moment between registering and starting the scheduler: start it
+        # at the first heartbeat after Redis is back, instead of exiting.
+        try:
+            super()._start_scheduler(*args, **kwargs)
+        except REDIS_DOWN as error:
+            log.warning("event=scheduler_not_started worker=%s error=%r", self.name, str(error))
+            self._scheduler_unstarted = True
 
     def execute_job(self, job, queue):
         try:
             super().execute_job(job, queue)
-        except REDIS_DOWN:
-            # The horse runs on to its own end or timeout; a step whose outcome Redis lost is
-            # retried or re-queued by the reconciler, as after a killed worker.
+        except REDIS_DOWN as error:
+            # The horse runs on; once Redis answers it is watched again as before (heartbeats,
+            # the timeout backstop), so the reconciler does not take it for dead and run the
+            # step twice. A step whose outcome Redis lost is re-queued by the reconciler.
             log.warning("event=redis_lost_during_job worker=%s job_id=%s", self.name, job.id)
-            if self.horse_pid:
-                self.wait_for_horse()
+            self.monitor_through_outage(job, queue, error)
             self.heartbeat()
             self.set_state(WorkerStatus.IDLE)
+
+    def monitor_through_outage(self, job, queue, error):
+        while self.horse_pid:
+            who = f"process=worker worker={self.name} job_id={job.id}"
+            if not wait_for_redis(self.connection, who, error,
+                                  stopping=lambda: self._stop_requested):
+                self.wait_for_horse()  # a stop lets the job finish, as RQ's warm shutdown
+                return
+            try:
+                self.monitor_work_horse(job, queue)
+                return
+            except REDIS_DOWN as again:
+                error = again
 
     def set_shutdown_requested_date(self):
         # Called by the SIGTERM handler, which must stop a busy worker during an outage too.
