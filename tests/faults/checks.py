@@ -31,10 +31,12 @@ def outcomes(expected):
             for sid, want in expected.items() if found.get(sid) != want.status]
 
 
-def receipts(expected, messages):
+def receipts(expected, messages, copies_allowed=0):
     """Exactly one receipt per accepted submission, delivered once, to its student; none for a
     rejected one. A second delivery fails the run even with the same Message-ID: the mailer
-    keeps the server's acceptance when the database loses its record of it."""
+    keeps the server's acceptance when the database loses its record of it. The one window
+    it documents, a worker killed between the server's acceptance and that note, is allowed
+    `copies_allowed` times, and only as a copy with the same Message-ID."""
     emails = dict(db.session.execute(db.select(User.id, User.email)).all())
     per_submission = defaultdict(list)
     for message in messages:
@@ -44,6 +46,10 @@ def receipts(expected, messages):
     for sid, want in expected.items():
         got = per_submission.pop(sid, [])
         count = 1 if want.status == "completed" else 0
+        if count and len(got) == 2 and copies_allowed and \
+                got[0]["Message-ID"] == got[1]["Message-ID"]:
+            copies_allowed -= 1
+            got = got[:1]
         if len(got) != count:
             problems.append(f"submission {sid} ({want.status}): {len(got)} receipts delivered, "
                             f"expected {count}; Message-IDs {[str(m['Message-ID']) for m in got]}")

@@ -86,3 +86,18 @@ def test_a_receipt_delivered_twice_with_the_same_message_id_is_caught(world):
     assert receipts(expected, once * 2) == [
         "submission 7 (completed): 2 receipts delivered, expected 1; Message-IDs "
         "['<receipt-7@submissions.test>', '<receipt-7@submissions.test>']"]
+
+
+def test_a_copy_is_allowed_only_where_a_worker_was_killed_mid_send(world):
+    expected = {7: Expected(Upload("essay.txt", b"essay", False), world.users["alice"].id),
+                8: Expected(Upload("essay.txt", b"essay", False), world.users["alice"].id)}
+    seven = receipt(7, "alice@uni.test", "<receipt-7@submissions.test>")
+    eight = receipt(8, "alice@uni.test", "<receipt-8@submissions.test>")
+    assert receipts(expected, [seven, seven, eight], copies_allowed=1) == []
+    # One kill, one copy: a second one is a real duplicate.
+    assert receipts(expected, [seven, seven, eight, eight], copies_allowed=1) == [
+        "submission 8 (completed): 2 receipts delivered, expected 1; Message-IDs "
+        "['<receipt-8@submissions.test>', '<receipt-8@submissions.test>']"]
+    # A second message under another Message-ID is never a copy.
+    other = receipt(7, "alice@uni.test", "<another@submissions.test>")
+    assert len(receipts(expected, [seven, other, eight], copies_allowed=1)) == 1

@@ -43,10 +43,10 @@ TURNITIN_TIMEOUT = 30
 RECORDS_TIMEOUT = 15
 
 
-def settles_with_nothing_lost(run):
+def settles_with_nothing_lost(run, receipt_copies_allowed=0):
     run.wait_all_finished(settle_seconds(len(run.expected)))
     problems = (checks.outcomes(run.expected)
-                + checks.receipts(run.expected, run.smtp.messages)
+                + checks.receipts(run.expected, run.smtp.messages, receipt_copies_allowed)
                 + checks.student_records(run.expected, run.records)
                 + checks.turnitin_submissions(run.expected, run.turnitin, TURNITIN_TIMEOUT)
                 + checks.trails(run.expected))
@@ -69,7 +69,9 @@ def test_worker_killed_with_sigkill_during_each_step(fault_run):
         return not spared
 
     run.wait_until(kill_one_more, 180, "a worker had been killed during each step", poll=0.05)
-    settles_with_nothing_lost(run)
+    # The kill during the email step may land between the server's acceptance and the
+    # mailer's note of it: that one receipt may come twice, under one Message-ID.
+    settles_with_nothing_lost(run, receipt_copies_allowed=1)
 
 
 def test_redis_flushed_mid_run(fault_run):
