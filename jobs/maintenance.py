@@ -1,6 +1,7 @@
 """Periodic upkeep: the reconciler that makes the database, not Redis, the source of truth."""
 
 import logging
+import time
 from datetime import UTC, timedelta
 
 from flask import current_app
@@ -47,13 +48,28 @@ def _waiting_job_ids(redis):
 
 
 def _waits_now(redis, job):
-    """Whether this one job waits in its queue or for its retry time, read now."""
+    """Whether this one job waits in its queue or for its retry time, read now, or was taken
+    from its queue by a worker a moment ago and is about to start."""
     rq_queue = pipeline.queue(job.origin)
     pipe = redis.pipeline(transaction=True)
     pipe.zscore(ScheduledJobRegistry(queue=rq_queue).key, job.id)
     pipe.lpos(rq_queue.key, job.id)
-    scheduled_at, position = pipe.execute()
-    return scheduled_at is not None or position is not None
+    pipe.lpos(rq_queue.intermediate_queue_key, job.id)
+    scheduled_at, position, taken = pipe.execute()
+    if scheduled_at is not None or position is not None:
+        return True
+    return taken is not None and _taken_moments_ago(redis, job.id)
+
+
+def _taken_moments_ago(redis, job_id):
+    """RQ moves a job it dequeues to the queue's intermediate list, then marks it started a
+    moment later. One still there RECONCILE_GRACE_SECONDS after a reconciler first saw it
+    there was taken by a worker that died in between."""
+    key = f"reconcile:taken:{job_id}"
+    now = time.time()
+    redis.set(key, now, nx=True, ex=3600)
+    first_seen = float(redis.get(key) or now)
+    return now - first_seen < current_app.config["RECONCILE_GRACE_SECONDS"]
 
 
 def job_is_dead(redis, job, live_workers, waiting, now, dead_after):

@@ -38,8 +38,10 @@ def run_step(submission_id, step_name):
                  submission_id, step_name, job_id, step_run.job_id)
         return "superseded"
     if submission.status == "rejected":
-        pipeline.record_step(step_run, "skipped", "Not run: the file was not accepted")
-        db.session.commit()
+        # The step that rejected the file keeps its failure; any other is skipped.
+        if step_run.status != "failed":
+            pipeline.record_step(step_run, "skipped", "Not run: the file was not accepted")
+            db.session.commit()
         return "skipped"
 
     step_run.attempts += 1

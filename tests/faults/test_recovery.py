@@ -30,6 +30,10 @@ def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_queued_again(
     scan = queue("scan")
     # RQ's dequeue moves the job to this list, then marks it started; the worker died between.
     get_redis().lmove(scan.key, scan.intermediate_queue_key)
+    # A worker that took it a moment ago is about to start it: it is given the grace period.
+    app.config["RECONCILE_GRACE_SECONDS"] = 60
+    assert reconcile()["requeued"] == 0
+    app.config["RECONCILE_GRACE_SECONDS"] = 0  # first seen there a while ago, as it were
     assert reconcile()["requeued"] == 1
     run_jobs()
     assert status_of(submission_id) == "completed"
