@@ -11,6 +11,7 @@ from app.models import Submission
 from app.pipeline import STEP_BY_NAME
 from app.services import clamav
 from app.services.storage import storage_for
+from jobs.runner import run_step
 from scripts import clamd_local
 from tests import samples
 from tests.clamd import ClamdServer
@@ -305,3 +306,15 @@ def test_private_clamd_starts_from_a_directory_too_deep_for_a_unix_socket(tmp_pa
         assert scanner.scan(eicar).infected
     finally:
         server.stop()
+
+
+def test_a_late_second_run_of_the_scan_keeps_the_rejection_it_recorded(app, client, auth, world):
+    submission_id = submit(client, auth, world, samples.EICAR, "eicar.txt")
+    run_jobs()
+    # The same step run again late (a duplicate of its job): the file stays rejected, with why.
+    assert run_step(submission_id, "scan") == "skipped"
+    db.session.remove()
+    view = seen_by(client, auth, "alice@uni.test", submission_id)
+    assert view["status"] == "rejected"
+    assert steps_of(view)["scan"]["status"] == "failed"
+    assert "EICAR" in steps_of(view)["scan"]["detail"]
