@@ -60,16 +60,21 @@ def migrated(database_url, redis_server, tmp_path_factory):
     return database_url
 
 
-@pytest.fixture
-def app(migrated, redis_server, tmp_path):
-    app = create_app({
-        "SQLALCHEMY_DATABASE_URI": migrated,
-        "REDIS_URL": redis_server.url,
+def app_settings(database_url, redis_url, tmp_path):
+    """What a test's app is created with: its database, Redis and a storage folder of its own."""
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url,
         "STORAGE_DIR": str(tmp_path / "storage"),
         "SECRET_KEY": "test-secret",
         "PUBLIC_URL": "http://submissions.test",
         "MIGRATIONS_DIR": str(ROOT / "migrations"),
-    })
+    }
+
+
+@pytest.fixture
+def app(migrated, redis_server, tmp_path):
+    app = create_app(app_settings(migrated, redis_server.url, tmp_path))
     app.test_client_class = Client
     with app.app_context():
         get_redis().flushdb()

@@ -14,7 +14,7 @@ from app.events.hub import stop_hub
 from app.extensions import db, get_redis
 from app.services import mailer
 from scripts.postgres_local import _bin
-from tests.conftest import ROOT, Client
+from tests.conftest import ROOT, Client, app_settings
 from tests.faults.stack import PostgresCluster
 from tests.helpers import only_submission
 from tests.smtp import SmtpServer
@@ -53,14 +53,7 @@ def app(cluster, redis_server, tmp_path, request):
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    app = create_app({
-        "SQLALCHEMY_DATABASE_URI": cluster.url(name),
-        "REDIS_URL": redis_server.url,
-        "STORAGE_DIR": str(tmp_path / "storage"),
-        "SECRET_KEY": "test-secret",
-        "PUBLIC_URL": "http://submissions.test",
-        "MIGRATIONS_DIR": str(ROOT / "migrations"),
-    })
+    app = create_app(app_settings(cluster.url(name), redis_server.url, tmp_path))
     app.test_client_class = Client
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
