@@ -272,6 +272,32 @@ def test_turnitin_that_does_not_answer_in_time_is_retried(app, client, auth, wor
     ).scalar_one().endswith("no answer (ReadTimeout)")
 
 
+def test_create_whose_answer_is_lost_is_counted_against_the_empty_turnitin_submission(
+        app, client, auth, world, turnitin, caplog):
+    app.config["TURNITIN_TIMEOUT"] = 0.5
+    turnitin.add_source(SOURCE, ESSAY)
+    turnitin.inject(delay=2, method="POST", path="/api/v1/submissions")
+    submission, alice = upload(client, auth, "alice@uni.test", world.essay.id, ESSAY.encode(),
+                               "essay.txt")
+    run_jobs()
+
+    view = seen_by(client, alice, submission)
+    assert step(view)["status"] == "succeeded"
+    assert step(view)["attempts"] == 2
+    # Turnitin made a submission for the create we gave up on; nothing can find it again.
+    assert len(turnitin.submissions) == 2
+    empty = [tid for tid, held in turnitin.submissions.items() if held["uploaded_at"] is None]
+    record = db.session.execute(
+        db.select(ExternalRecord).filter_by(submission_id=submission, service="turnitin")
+    ).scalar_one()
+    assert len(empty) == 1 and empty[0] != record.remote_id
+    assert record.data["unconfirmed_creates"] == 1
+    assert "unconfirmed_creates" not in db.session.get(Submission, submission).similarity_report
+    assert view["similarity"] == 100
+    assert (f"event=turnitin_create_unconfirmed submission_id={submission} "
+            "unconfirmed_creates=1") in caplog.text
+
+
 @pytest.mark.slow
 def test_circuit_opens_after_repeated_failures_and_closes_when_turnitin_is_back(
         app, client, auth, world, turnitin):

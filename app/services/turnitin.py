@@ -9,6 +9,12 @@ worker for minutes, and a quick one finishes in a single run.
 Every stage is recorded in an ExternalRecord (service "turnitin") before the next starts, the
 remote submission id before the file is uploaded, so a re-run after a crash resumes the same
 Turnitin submission instead of creating a second one.
+
+The one gap is the create itself: TCA creates are not idempotent and submissions cannot be
+listed, so a create whose answer never reached us (a timeout, a worker killed mid-call) leaves
+an empty submission at Turnitin that we cannot find. Each try is recorded before it is sent;
+a run that finds an earlier try unanswered counts it in the record's data ("unconfirmed_creates")
+and logs event=turnitin_create_unconfirmed, so what Turnitin holds can be squared with ours.
 """
 
 import logging
@@ -65,6 +71,8 @@ UNREADABLE = {
 }
 
 TOP_MATCHES = 3
+
+UNCONFIRMED = "unconfirmed_creates"
 
 
 class TurnitinError(Exception):
@@ -225,14 +233,14 @@ def check(submission, config, redis):
 
     if record.state == "unreadable":
         raise StepSkipped(f"Not checked: {record.data['reason']}")
-    if record.state in ("", "created"):
+    if record.state in ("", "creating", "created"):
         _send_file(client, submission, record)
     if record.state == "uploaded":
         _request_report(client, record, wait)
     if record.state == "requested":
         _fetch_report(client, record, wait)
 
-    summary = record.data
+    summary = {key: value for key, value in record.data.items() if key != UNCONFIRMED}
     submission.similarity = summary["overall"]
     submission.similarity_report = summary
     db.session.commit()
@@ -243,9 +251,11 @@ def check(submission, config, redis):
 
 
 def _save(record, state, data=None):
+    """Record a stage; new data replaces the old, except the count of unconfirmed creates."""
     record.state = state
     if data is not None:
-        record.data = data
+        unconfirmed = (record.data or {}).get(UNCONFIRMED)
+        record.data = {**data, UNCONFIRMED: unconfirmed} if unconfirmed else data
     db.session.add(record)
     db.session.commit()
     log.info("event=turnitin submission_id=%s turnitin_id=%s state=%s",
@@ -255,13 +265,24 @@ def _save(record, state, data=None):
 def _send_file(client, submission, record):
     remote = client.get_submission(record.remote_id) if record.remote_id else None
     if remote is None:
-        remote = client.create_submission(submission_metadata(submission))
-        record.remote_id = remote["id"]
-        # Saved before the upload: a re-run finds this submission and resumes it.
-        _save(record, "created", {})
+        remote = _create(client, submission, record)
     if remote["status"] == "CREATED":
         client.upload_original(record.remote_id, submission.stored_path, submission.filename)
     _save(record, "uploaded")
+
+
+def _create(client, submission, record):
+    if record.state == "creating":
+        unconfirmed = (record.data or {}).get(UNCONFIRMED, 0) + 1
+        record.data = {**(record.data or {}), UNCONFIRMED: unconfirmed}
+        log.warning("event=turnitin_create_unconfirmed submission_id=%s unconfirmed_creates=%s",
+                    record.submission_id, unconfirmed)
+    _save(record, "creating")
+    remote = client.create_submission(submission_metadata(submission))
+    record.remote_id = remote["id"]
+    # Saved before the upload: a re-run finds this submission and resumes it.
+    _save(record, "created", {})
+    return remote
 
 
 def _request_report(client, record, wait):

@@ -2,8 +2,11 @@
 prove nothing."""
 
 from email.message import EmailMessage
+from types import SimpleNamespace
 
-from tests.faults.checks import Expected, receipts, trail_problems
+from app.extensions import db
+from app.models import ExternalRecord, Submission
+from tests.faults.checks import Expected, receipts, trail_problems, turnitin_submissions
 from tests.faults.workload import Upload
 
 RECEIVED = ("submission", "", "received")
@@ -101,3 +104,35 @@ def test_a_copy_is_allowed_only_where_a_worker_was_killed_mid_send(world):
     # A second message under another Message-ID is never a copy.
     other = receipt(7, "alice@uni.test", "<another@submissions.test>")
     assert len(receipts(expected, [seven, other, eight], copies_allowed=1)) == 1
+
+
+def checked_essay(world, remote_id, data=None):
+    """A completed essay whose Turnitin record names `remote_id`."""
+    submission = Submission(assignment=world.essay, student=world.users["alice"],
+                            filename="essay.txt", content_type="text/plain", size=5,
+                            sha256="0" * 64, status="completed")
+    db.session.add(submission)
+    db.session.flush()
+    db.session.add(ExternalRecord(submission_id=submission.id, service="turnitin",
+                                  remote_id=remote_id, state="complete", data=data or {}))
+    db.session.commit()
+    return submission.id, Expected(Upload("essay.txt", b"essay", False), world.users["alice"].id)
+
+
+def turnitin_holding(with_file, empty):
+    held = {tid: {"uploaded_at": 1.0} for tid in with_file}
+    held.update({tid: {"uploaded_at": None} for tid in empty})
+    return SimpleNamespace(submissions=held)
+
+
+def test_an_empty_turnitin_submission_is_allowed_only_where_a_create_went_unanswered(world):
+    first, first_expected = checked_essay(world, "t-1", {"unconfirmed_creates": 1})
+    second, second_expected = checked_essay(world, "t-2")
+    expected = {first: first_expected, second: second_expected}
+    assert turnitin_submissions(expected, turnitin_holding(["t-1", "t-2"], [])) == []
+    assert turnitin_submissions(expected, turnitin_holding(["t-1", "t-2"], ["lost"])) == []
+    assert turnitin_submissions(expected, turnitin_holding(["t-1", "t-2"], ["a", "b"])) == [
+        "Turnitin holds 2 submissions without a file; our records count only 1 creates "
+        "that went unanswered"]
+    assert turnitin_submissions(expected, turnitin_holding(["t-1"], [])) == [
+        f"submission {second}: Turnitin holds no submission t-2"]

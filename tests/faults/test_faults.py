@@ -48,7 +48,7 @@ def settles_with_nothing_lost(run, receipt_copies_allowed=0):
     problems = (checks.outcomes(run.expected)
                 + checks.receipts(run.expected, run.smtp.messages, receipt_copies_allowed)
                 + checks.student_records(run.expected, run.records)
-                + checks.turnitin_submissions(run.expected, run.turnitin, TURNITIN_TIMEOUT)
+                + checks.turnitin_submissions(run.expected, run.turnitin)
                 + checks.trails(run.expected))
     assert not problems, (f"{len(problems)} problems:\n" + "\n".join(problems[:40])
                           + "\n" + run.diagnosis())
