@@ -68,6 +68,12 @@ class SubmissionRejected(Exception):
     """The file cannot be accepted (infected, unreadable); the message is shown to the student."""
 
 
+class Refused(Exception):
+    """An outside system refused the request for good (a 5xx SMTP reply, an HTTP 401): sending
+    the same again cannot help. The step fails at once, with the message as its reason, and
+    waits for staff, who can requeue it once the cause is put right."""
+
+
 class RetryLater(Exception):
     """Try the step again, but not before `delay` seconds (the service asked us to wait)."""
 

@@ -24,6 +24,7 @@ from app.models import (
     Submission,
     utcnow,
 )
+from app.pipeline import Refused
 from app.services import mailer
 
 log = logging.getLogger(__name__)
@@ -171,8 +172,15 @@ def send_grade_email(submission_id):
         f"Grade: {assignment.course.code} {assignment.title}",
         grade_email_body(submission, grade, current_app.config["PUBLIC_URL"]),
     )
-    detail = mailer.deliver(row, current_app.config)
     job = get_current_job()
+    try:
+        detail = mailer.deliver(row, current_app.config)
+    except Refused as refused:
+        if job is not None:
+            job.retries_left = 0  # the same again would be refused; the reconciler tries later
+        log.warning("event=grade_email_refused submission_id=%s reason=%r",
+                    submission_id, str(refused))
+        raise
     log.info("event=grade_email submission_id=%s job_id=%s detail=%r",
              submission_id, job.id if job is not None else None, detail)
     return detail

@@ -79,6 +79,9 @@ def run_step(submission_id, step_name):
 def _record_failure(step_run, job, exc):
     error = f"{type(exc).__name__}: {exc}"
     step = pipeline.STEP_BY_NAME[step_run.name]
+    refused = isinstance(exc, pipeline.Refused)
+    if refused and job is not None:
+        job.retries_left = 0  # RQ files the job as failed instead of retrying it
     retries_left = job.retries_left if job is not None and job.retries_left else 0
     if retries_left and isinstance(exc, pipeline.RetryLater):
         delay = _postpone_next_retry(job, exc.delay)
@@ -95,11 +98,9 @@ def _record_failure(step_run, job, exc):
             error=error,
         )
     else:
-        pipeline.record_step(
-            step_run, "failed",
-            f"Gave up after {step_run.attempts} attempts; staff have been alerted",
-            error=error,
-        )
+        reason = str(exc) if refused else f"Gave up after {step_run.attempts} attempts"
+        pipeline.record_step(step_run, "failed", f"{reason}; staff have been alerted",
+                             error=error)
         submission = step_run.submission
         if submission.status not in ("rejected", "needs_attention"):
             pipeline.record_submission(

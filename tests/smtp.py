@@ -2,8 +2,8 @@
 
 It keeps every message it accepts, can be stopped and started again on the same port, can be
 told to stall at DATA before accepting (a client that goes away meanwhile delivers nothing) or
-at QUIT after accepting, and can drop the connection right after accepting (the reply never
-reaches the client)."""
+at QUIT after accepting, can drop the connection right after accepting (the reply never
+reaches the client), and can refuse a recipient with a reply of the test's choosing."""
 
 import asyncio
 import threading
@@ -43,6 +43,8 @@ class SmtpServer:
         self.stalled = threading.Event()  # set once a client is waiting on a stall
         self._held_at = None  # "DATA" or "QUIT" while stalling there
         self._drop_after_accept = False
+        self._refusals = {}  # recipient address -> the reply to its RCPT TO
+        self.refused = []  # every recipient refused so far, once per try
         self._changed = threading.Condition()
         self._controller = None
 
@@ -77,9 +79,25 @@ class SmtpServer:
     def drop_after_accept(self, enabled=True):
         self._drop_after_accept = enabled
 
+    def refuse(self, address, reply):
+        """Answer RCPT TO `address` with `reply`, e.g. "550 5.1.1 No such user"; None accepts
+        it again."""
+        if reply is None:
+            self._refusals.pop(address, None)
+        else:
+            self._refusals[address] = reply
+
     def wait_for(self, predicate, timeout=10):
         with self._changed:
             return self._changed.wait_for(lambda: predicate(self), timeout)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        refusal = self._refusals.get(address)
+        if refusal is not None:
+            self.refused.append(address)
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         await self._stall("DATA")

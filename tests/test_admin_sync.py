@@ -5,11 +5,13 @@ from email.utils import format_datetime
 
 import pytest
 
+from app import pipeline
 from app.extensions import db
-from app.models import Event
+from app.models import Event, StepRun
 from tests.conftest import run_jobs
 from tests.helpers import upload_api
 from tests.simulators import (  # noqa: F401
+    RECORDS_SECRET,
     records_simulator,
     rerun_after_crash,
     run_jobs_when_due,
@@ -81,12 +83,34 @@ def test_record_with_a_bad_signature_is_refused_and_never_stored(app, client, au
     submission, _ = upload(client, auth, "alice@uni.test", world.essay.id)
     run_jobs()
 
-    step = sync_step(client, auth.token("sam@uni.test"), submission)
-    assert step["status"] == "failed"
-    assert step["attempts"] == 8
-    assert "answered 401" in step["error"]
-    assert {r.status for r in records.requests()} == {401}
+    sam = auth.token("sam@uni.test")
+    step = sync_step(client, sam, submission)
+    # Signing the same record with the same secret again cannot help: it waits for staff.
+    assert (step["status"], step["attempts"]) == ("failed", 1)
+    assert step["detail"] == (
+        "The student-records system refused the request (401 Unauthorized: The signature "
+        "does not match the body); staff have been alerted")
+    assert [r.status for r in records.requests()] == [401]
     assert records.records == {}
+    assert scheduled_retries() == {}
+
+    # With the secret put right, staff requeue it and the record is stored once.
+    app.config["ADMIN_SYNC_SECRET"] = RECORDS_SECRET
+    assert pipeline.requeue_step(db.session.execute(
+        db.select(StepRun).filter_by(submission_id=submission, name="admin_sync")).scalar_one())
+    run_jobs()
+    assert sync_step(client, sam, submission)["status"] == "succeeded"
+    assert len(records.records) == 1
+
+
+def test_a_records_system_answering_404_is_tried_again(app, client, auth, world, records):
+    app.config["ADMIN_SYNC_URL"] = records.url + "/no-such-path"
+    submission, alice = upload(client, auth, "alice@uni.test", world.essay.id)
+    run_jobs()
+
+    step = sync_step(client, auth.token("sam@uni.test"), submission)
+    assert (step["status"], step["attempts"]) == ("failed", 8)
+    assert "answered 404" in step["error"]
 
 
 def test_server_errors_are_retried_until_the_record_is_stored(client, auth, world, records):

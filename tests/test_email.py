@@ -106,6 +106,44 @@ def test_without_a_mail_server_the_receipt_goes_to_the_outbox(app, client, auth,
     assert f"http://submissions.test/submissions/{submission_id}" in row.body
 
 
+def test_a_recipient_the_mail_server_refuses_for_good_fails_at_once_with_its_reply(
+        app, client, auth, world, smtp):
+    smtp.refuse("alice@uni.test", "550 5.1.1 <alice@uni.test>: no such mailbox")
+    submission_id = submit_essay(client, auth, world)
+    run_jobs()
+
+    step = email_step(submission_id)
+    assert (step.status, step.attempts) == ("failed", 1)
+    assert step.detail == ("The mail server refused the email to alice@uni.test: 550 5.1.1 "
+                           "<alice@uni.test>: no such mailbox; staff have been alerted")
+    assert only_submission().status == "needs_attention"
+    assert smtp.messages == []
+    assert outbox()[0].sent_at is None
+    student_page = client.get(f"/submissions/{submission_id}").get_data(as_text=True)
+    assert "no such mailbox; staff have been alerted" in student_page
+
+    # Once the address works, staff requeue it and the one receipt goes out.
+    smtp.refuse("alice@uni.test", None)
+    assert pipeline.requeue_step(email_step(submission_id))
+    run_jobs()
+    assert email_step(submission_id).detail == "Sent to alice@uni.test"
+    assert [m["To"] for m in smtp.messages] == ["alice@uni.test"]
+    assert only_submission().status == "completed"
+
+
+def test_a_recipient_refused_for_now_is_tried_again(app, client, auth, world, smtp):
+    smtp.refuse("alice@uni.test", "450 4.2.1 mailbox busy, try again later")
+    submission_id = submit_essay(client, auth, world)
+    run_jobs()
+
+    step = email_step(submission_id)
+    assert step.status == "failed"
+    assert step.attempts == pipeline.STEP_BY_NAME["email"].max_attempts
+    assert step.detail.startswith("Gave up after")
+    assert "450" in step.last_error
+    assert smtp.messages == []
+
+
 def test_running_the_email_step_again_after_it_succeeded_sends_nothing_more(
         client, auth, world, smtp):
     submission_id = submit_essay(client, auth, world)

@@ -4,10 +4,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from rq import Queue, SimpleWorker
+from rq.job import Job, JobStatus
 from rq_scheduler import Scheduler
 from sqlalchemy import update
 
 from app.extensions import db, get_redis
+from app.grades.release import grade_email_job_id
 from app.models import (
     Assignment,
     Event,
@@ -285,6 +287,27 @@ def test_release_shows_grades_everywhere_and_tells_each_student_once(
     assert len(events_on(f"assignment.{ids.essay}", "flash")) == 1
     page = marking_page(client, ids.essay).get_data(as_text=True)
     assert re.search(r'<span id="released-count">2</span> released', page)
+
+
+def test_a_grade_email_the_mail_server_refuses_for_good_is_not_retried(
+        client, auth, world, ids, smtp, caplog):
+    alice_sub = submission_for(world, "alice")
+    bob_sub = submission_for(world, "bob")
+    smtp.refuse("alice@uni.test", "550 5.1.1 no such mailbox")
+    auth.login("sam@uni.test")
+    save_mark(client, alice_sub, "44")
+    save_mark(client, bob_sub, "30")
+    post_form(client, ids.essay, "release")
+    run_jobs()
+
+    assert [m["To"] for m in smtp.messages] == ["bob@uni.test"]
+    assert smtp.refused == ["alice@uni.test"]
+    job = Job.fetch(grade_email_job_id(alice_sub), connection=get_redis())
+    assert job.get_status() == JobStatus.FAILED
+    assert f"event=grade_email_refused submission_id={alice_sub}" in caplog.text
+    # The grade itself reached her all the same.
+    api, grade_box = student_view(client, auth, "alice@uni.test", alice_sub)
+    assert api["grade"]["score"] == 44 and "44.0 / 50" in grade_box
 
 
 def test_release_goes_ahead_of_a_deadline_backlog(client, auth, world, ids):

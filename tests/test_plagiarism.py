@@ -4,12 +4,14 @@ import time
 import pytest
 from PIL import Image
 
+from app import pipeline
 from app.extensions import db, get_redis
 from app.models import Event, ExternalRecord, StepRun, Submission
 from app.services.circuit import CircuitBreaker, CircuitOpen
 from tests.conftest import run_jobs
 from tests.helpers import upload_api
 from tests.simulators import (  # noqa: F401
+    TURNITIN_KEY,
     rerun_after_crash,
     run_jobs_when_due,
     run_jobs_with_scheduler,
@@ -270,6 +272,32 @@ def test_turnitin_that_does_not_answer_in_time_is_retried(app, client, auth, wor
     assert db.session.execute(
         db.select(StepRun.last_error).filter_by(submission_id=submission, name="plagiarism")
     ).scalar_one().endswith("no answer (ReadTimeout)")
+
+
+def test_a_key_turnitin_refuses_fails_the_check_at_once_until_staff_requeue_it(
+        app, client, auth, world, turnitin):
+    app.config["TURNITIN_API_KEY"] = "a-key-turnitin-never-issued"
+    turnitin.add_source(SOURCE, ESSAY)
+    submission, alice = upload(client, auth, "alice@uni.test", world.essay.id, ESSAY.encode(),
+                               "essay.txt")
+    run_jobs()
+
+    view = seen_by(client, alice, submission)
+    assert view["status"] == "needs_attention"
+    assert (step(view)["status"], step(view)["attempts"]) == ("failed", 1)
+    assert step(view)["detail"] == (
+        "Turnitin refused the request (401 Unauthorized: Unauthorized); staff have been alerted")
+    assert [r.status for r in turnitin.requests()] == [401]
+    assert scheduled_retries() == {}
+
+    app.config["TURNITIN_API_KEY"] = TURNITIN_KEY
+    assert pipeline.requeue_step(db.session.execute(
+        db.select(StepRun).filter_by(submission_id=submission, name="plagiarism")).scalar_one())
+    run_jobs()
+    view = seen_by(client, alice, submission)
+    assert view["status"] == "completed"
+    assert step(view)["detail"] == f"Similarity 100% (Turnitin); top source: {SOURCE}"
+    assert len(turnitin.submissions) == 1
 
 
 def test_create_whose_answer_is_lost_is_counted_against_the_empty_turnitin_submission(

@@ -11,8 +11,8 @@ import requests
 
 from app.extensions import db
 from app.models import ExternalRecord
-from app.pipeline import RetryLater
-from app.services.circuit import retry_after_seconds
+from app.pipeline import Refused, RetryLater
+from app.services.circuit import refusal, refused_for_good, retry_after_seconds
 
 SERVICE = "admin_sync"
 TIMEOUT = 15
@@ -67,6 +67,8 @@ def sync_submission(submission, config):
     if response.status_code == 429:
         raise RetryLater("The student-records system asked us to slow down",
                          retry_after_seconds(response.headers.get("Retry-After"), 60))
+    if refused_for_good(response.status_code):
+        raise Refused(refusal("The student-records system", response))
     if response.status_code >= 400:
         raise RecordsError(f"the records system answered {response.status_code}: "
                            f"{response.text[:200]}")

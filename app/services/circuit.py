@@ -1,14 +1,44 @@
 """Calling an outside service politely: a circuit breaker whose state lives in Redis, so every
-worker stops calling a service that is down, and the service's own Retry-After."""
+worker stops calling a service that is down, the service's own Retry-After, and the answers
+that say the request itself is wrong, so repeating it cannot help."""
 
 import math
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 
 # While one trial call tests a recovering service, other callers wait this long before asking.
 TRIAL_WAIT = 10
 # Never wait longer than this on a service's say-so, whatever its Retry-After.
 MAX_RETRY_AFTER = 3600
+
+
+# The service understood us and refused: the request is malformed, our credentials are not
+# accepted, or the content is not acceptable. The same request would get the same answer.
+REFUSED_FOR_GOOD = frozenset({400, 401, 403, 413, 415, 422})
+
+
+def refused_for_good(status):
+    return status in REFUSED_FOR_GOOD
+
+
+def answer_message(response):
+    """The message a JSON error answer carries, else the start of its body."""
+    try:
+        message = response.json().get("message", "")
+    except (ValueError, AttributeError):
+        message = response.text
+    return " ".join(str(message).split())[:200]
+
+
+def refusal(service, response):
+    """How a refusal reads on the step: "Turnitin refused the request (401 Unauthorized: …)"."""
+    try:
+        answer = f"{response.status_code} {HTTPStatus(response.status_code).phrase}"
+    except ValueError:
+        answer = str(response.status_code)
+    message = answer_message(response)
+    return f"{service} refused the request ({answer}{': ' + message if message else ''})"
 
 
 class CircuitOpen(Exception):

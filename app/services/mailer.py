@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from app.extensions import db, get_redis
 from app.models import OutboxEmail, utcnow
+from app.pipeline import Refused
 from app.templating import file_size, local_time, utc_time
 
 log = logging.getLogger(__name__)
@@ -172,12 +173,34 @@ def deliver(row, config):
         record_sent(row_id, "smtp")
         return f"Already sent to {to}; not sent again"
     message = message_for(row, config["MAIL_FROM"])
-    with smtp_session(config["SMTP_URL"]) as client:
-        client.send_message(message)
-        # Recorded before QUIT: a server slow to say goodbye must not widen the duplicate window.
-        note_accepted(row_id, message_id)
-        record_sent(row_id, "smtp")
+    try:
+        with smtp_session(config["SMTP_URL"]) as client:
+            client.send_message(message)
+            # Recorded before QUIT: a server slow to say goodbye must not widen the duplicate
+            # window.
+            note_accepted(row_id, message_id)
+            record_sent(row_id, "smtp")
+    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPResponseException) as exc:
+        reply = permanent_reply(exc)
+        if reply is None:
+            raise
+        raise Refused(f"The mail server refused the email to {to}: {reply}") from exc
     return f"Sent to {to}"
+
+
+def permanent_reply(exc):
+    """The server's reply when it refused for good (5xx, RFC 5321 section 4.2.1), else None:
+    a 4xx reply, such as a server shutting down or greylisting, is worth another try."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        replies = list(exc.recipients.values())
+    else:
+        replies = [(exc.smtp_code, exc.smtp_error)]
+    if not replies or not all(500 <= code < 600 for code, _ in replies):
+        return None
+    code, text = replies[0]
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {' '.join(text.split())}"
 
 
 def deliver_receipt(submission, config):

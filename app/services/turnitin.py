@@ -26,8 +26,15 @@ import requests
 
 from app.extensions import db
 from app.models import ExternalRecord
-from app.pipeline import RetryLater, StepSkipped
-from app.services.circuit import CircuitBreaker, CircuitOpen, retry_after_seconds
+from app.pipeline import Refused, RetryLater, StepSkipped
+from app.services.circuit import (
+    CircuitBreaker,
+    CircuitOpen,
+    answer_message,
+    refusal,
+    refused_for_good,
+    retry_after_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +142,14 @@ class TurnitinClient:
         if response.status_code == 429:
             raise RetryLater("Turnitin asked us to slow down",
                              retry_after_seconds(response.headers.get("Retry-After"), 60))
+        if response.status_code not in expected and refused_for_good(response.status_code):
+            raise Refused(refusal("Turnitin", response))
         if response.status_code not in expected:
-            raise TurnitinError(
-                f"{method} {path}: Turnitin answered {response.status_code}: {_message(response)}"
-            )
+            raise TurnitinError(f"{method} {path}: Turnitin answered {response.status_code}: "
+                                f"{answer_message(response)}")
         if response.status_code == 404:
             return None
         return response.json() if response.content else {}
-
-
-def _message(response):
-    try:
-        return response.json().get("message", "")
-    except ValueError:
-        return response.text[:200]
 
 
 def client_for(config, redis):
