@@ -349,6 +349,37 @@ def test_requeue_on_submission_page_brings_failed_step_to_completion(app, admin_
     assert "A step was requeued" in page and "Requeue</button>" not in page
 
 
+def test_requeue_of_every_failed_step_of_the_selected_submissions_at_once(
+        app, admin_client, world):
+    first = failed_admin_sync(app, world)
+    second = failed_admin_sync(app, world)
+    page = admin_client.get("/admin/submission/?flt0_0=needs_attention").get_data(as_text=True)
+    assert "Requeue failed steps" in page
+    assert f'value="{first.submission_id}"' in page and f'value="{second.submission_id}"' in page
+
+    with RecordsSystem() as records:
+        app.config["ADMIN_SYNC_URL"] = records.url
+        response = admin_client.post("/admin/submission/action/", data={
+            "csrf_token": csrf_from(page), "action": "requeue_failed",
+            "rowid": [str(first.submission_id), str(second.submission_id)]})
+        assert response.status_code == 302
+        listing = admin_client.get(response.headers["Location"]).get_data(as_text=True)
+        assert "Requeued 2 failed steps of 2 submissions." in listing
+        run_jobs()
+
+    assert sorted(r["submission_id"] for r in records.received) == sorted(
+        [first.submission_id, second.submission_id])
+    for failed in (first, second):
+        assert db.session.get(Submission, failed.submission_id).status == "completed"
+    assert FailedJobRegistry("external", connection=get_redis()).count == 0
+
+    again = admin_client.post("/admin/submission/action/", data={
+        "csrf_token": csrf_from(page), "action": "requeue_failed",
+        "rowid": [str(first.submission_id)]})
+    assert "None of the selected submissions has a failed step." in admin_client.get(
+        again.headers["Location"]).get_data(as_text=True)
+
+
 @pytest.mark.slow
 def test_requeue_on_queues_page_brings_failed_step_to_completion(app, admin_client, world):
     failed = failed_admin_sync(app, world)

@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import flash, redirect, url_for
 from flask_admin import expose
+from flask_admin.actions import action
 from flask_admin.contrib.sqla.filters import FilterEmpty, FilterEqual
 from markupsafe import Markup
 from wtforms import PasswordField, SelectChoice, SelectField, ValidationError
@@ -37,6 +38,10 @@ MIN_PASSWORD = 8
 def _rows(model, order):
     return {"query_factory": lambda: db.session.execute(
         db.select(model).order_by(order)).scalars().all()}
+
+
+def _count(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _choices(names):
@@ -178,6 +183,24 @@ class SubmissionView(AdminModelView):
 
     def step_title(self, step_run):
         return STEP_BY_NAME[step_run.name].title
+
+    @action("requeue_failed", "Requeue failed steps",
+            "Send every failed step of the selected submissions back to the workers?")
+    def requeue_failed(self, ids):
+        """After an outage or a refused key is put right: every failed step at once."""
+        failed = db.session.execute(
+            db.select(StepRun)
+            .where(StepRun.submission_id.in_([int(i) for i in ids]), StepRun.status == "failed")
+            .order_by(StepRun.submission_id, StepRun.position)
+        ).scalars().all()
+        redis = get_redis()
+        requeued = [step_run.submission_id for step_run in failed
+                    if requeue_failed_step(step_run, redis)]
+        if requeued:
+            flash(f"Requeued {_count(len(requeued), 'failed step')} of "
+                  f"{_count(len(set(requeued)), 'submission')}.", "success")
+        else:
+            flash("None of the selected submissions has a failed step.", "warning")
 
     @expose("/requeue/<int:step_id>", methods=["POST"])
     def requeue(self, step_id):
