@@ -2,11 +2,13 @@
 
 SIGTERM (Heroku's stop signal) lets the current job finish, then exits; a second one stops at
 once and the reconciler re-queues the interrupted step. A Redis outage (stopped, restarted
-empty) makes it wait and then carry on, registered again, rather than exit."""
+empty), even one under way as the worker starts, makes it wait and then carry on, registered
+again, rather than exit."""
 
 import importlib
 import logging
 import os
+import signal
 import sys
 import time
 from contextlib import suppress
@@ -150,12 +152,34 @@ def build_worker(queue_names, preload=True):
     )
 
 
+def redis_answers_at_start():
+    """Wait for a Redis that is down as the worker starts (a dyno up before its Redis, a Redis
+    restarting); False if SIGTERM or SIGINT came first."""
+    connection = get_redis()
+    try:
+        connection.ping()
+        return True
+    except REDIS_DOWN as error:
+        stop = []
+        handlers = {signum: signal.signal(signum, lambda *_: stop.append(True))
+                    for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return wait_for_redis(connection, f"process=worker pid={os.getpid()}", error,
+                                  stopping=lambda: bool(stop))
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+
+
 def main(queue_names):
     app = create_app()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
     )
     with app.app_context():
+        if not redis_answers_at_start():
+            log.info("event=worker_stopped_before_start reason=signal")
+            return
         build_worker(queue_names).work(with_scheduler=True, logging_level="INFO")
 
 

@@ -193,3 +193,27 @@ def test_sigterm_stops_worker_and_scheduler_promptly_during_a_redis_outage(app, 
     assert worker.stop(10) == 0, worker.log()[-3000:]
     assert scheduler.stop(10) == 0, scheduler.log()[-3000:]
     assert rode_it_out(worker), worker.log()[-3000:]
+
+
+def test_worker_started_while_redis_is_down_waits_for_it_then_works(app, client, auth, world,
+                                                                    own_redis, start):
+    own_redis.stop()
+    worker = start("worker", WORKER)
+    wait_until(lambda: "event=redis_unavailable" in worker.log() or not worker.running(), 30,
+               "the worker did not report the outage")
+    time.sleep(2)
+    assert worker.running(), worker.log()[-3000:]
+
+    own_redis.start()
+    wait_until(lambda: registered_worker_pids() == [worker.pid] or not worker.running(), 30,
+               lambda: f"the worker did not register once Redis was up:\n{worker.log()[-3000:]}")
+    upload_completes(client, auth, world, worker)
+    assert worker.stop(30) == 0, worker.log()[-3000:]
+
+
+def test_sigterm_stops_a_worker_still_waiting_for_redis_to_start(app, own_redis, start):
+    own_redis.stop()
+    worker = start("worker", WORKER)
+    wait_until(lambda: "event=redis_unavailable" in worker.log() or not worker.running(), 30,
+               "the worker did not report the outage")
+    assert worker.stop(5) == 0, worker.log()[-3000:]
