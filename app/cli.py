@@ -1,3 +1,4 @@
+import logging
 import secrets
 from datetime import timedelta
 
@@ -6,6 +7,8 @@ from flask import current_app
 
 from app.extensions import db
 from app.models import ROLES, Assignment, Course, Enrollment, User, utcnow
+
+log = logging.getLogger(__name__)
 
 DEMO_ACCOUNTS = (
     ("staff@example.edu", "Sam Staff", "staff", "staff"),
@@ -90,7 +93,15 @@ def init_app(app):
     def run_scheduler(interval, burst):
         """Run rq-scheduler with the periodic maintenance jobs registered."""
         from jobs.maintenance import schedule_periodic, scheduler_for
+        from jobs.redis_outage import REDIS_DOWN
 
         scheduler = scheduler_for(interval=interval)
-        schedule_periodic(scheduler)
+        try:
+            schedule_periodic(scheduler)
+        except REDIS_DOWN as error:
+            if burst:
+                raise
+            # The run waits for Redis, then puts every missing periodic job in place.
+            log.warning("event=periodic_jobs_not_scheduled reason=redis_unavailable error=%r",
+                        str(error))
         scheduler.run(burst=burst)

@@ -257,6 +257,9 @@ class MaintenanceScheduler(Scheduler):
     periodic jobs back if Redis lost them (flush, restart)."""
 
     def run(self, burst=False):
+        # Installed again by each run; here first so that a stop signal ends the process
+        # cleanly while it waits for a Redis that was down as it started.
+        self._install_signal_handlers()
         while True:
             try:
                 return super().run(burst=burst)

@@ -217,3 +217,26 @@ def test_sigterm_stops_a_worker_still_waiting_for_redis_to_start(app, own_redis,
     wait_until(lambda: "event=redis_unavailable" in worker.log() or not worker.running(), 30,
                "the worker did not report the outage")
     assert worker.stop(5) == 0, worker.log()[-3000:]
+
+
+def test_scheduler_started_while_redis_is_down_waits_then_schedules_its_jobs(app, own_redis,
+                                                                             start):
+    own_redis.stop()
+    scheduler = start("scheduler", SCHEDULER)
+    wait_until(lambda: "event=redis_unavailable" in scheduler.log() or not scheduler.running(),
+               30, "the scheduler did not report the outage")
+    time.sleep(2)
+    assert scheduler.running(), scheduler.log()[-3000:]
+
+    own_redis.start()
+    wait_until(lambda: periodic_jobs_scheduled() or not scheduler.running(), 30,
+               lambda: f"the periodic jobs were not scheduled:\n{scheduler.log()[-3000:]}")
+    assert scheduler.stop(30) == 0, scheduler.log()[-3000:]
+
+
+def test_sigterm_stops_a_scheduler_still_waiting_for_redis_to_start(app, own_redis, start):
+    own_redis.stop()
+    scheduler = start("scheduler", SCHEDULER)
+    wait_until(lambda: "event=redis_unavailable" in scheduler.log() or not scheduler.running(),
+               30, "the scheduler did not report the outage")
+    assert scheduler.stop(5) == 0, scheduler.log()[-3000:]
