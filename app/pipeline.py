@@ -262,7 +262,22 @@ def complete_if_done(submission_id):
     return bool(won)
 
 
+def advance(submission):
+    """After a step finished (and committed): queue every step now ready, and mark the
+    submission completed once every step is done. Commits.
+
+    The steps are read once, after the finished step's commit. The completion check runs only
+    when that read finds every step done: of two last steps finishing at once, the one whose read
+    comes later sees both, and complete_if_done lets exactly one caller win."""
+    every_step_done = all(step_run.done for step_run in submission.steps)
+    enqueue_ready(submission)
+    if every_step_done:
+        complete_if_done(submission.id)
+
+
 def start_processing(submission):
+    if submission.status != "received":
+        return  # read in this transaction: the first step has moved it on already
     won = db.session.execute(
         update(Submission)
         .where(Submission.id == submission.id, Submission.status == "received")

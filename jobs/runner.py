@@ -69,11 +69,11 @@ def run_step(submission_id, step_name):
         raise
     else:
         pipeline.record_step(step_run, "succeeded", detail or "Done")
+    status = step_run.status
     db.session.commit()
     metrics.count_step(step_run)
-    pipeline.enqueue_ready(submission)
-    pipeline.complete_if_done(submission.id)
-    return step_run.status
+    pipeline.advance(submission)
+    return status
 
 
 def _record_failure(step_run, job, exc):
