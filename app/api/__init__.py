@@ -3,7 +3,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
-from app.extensions import csrf
+from app.extensions import csrf, db
 
 bp = Blueprint("api", __name__)
 
@@ -58,6 +58,9 @@ def _session_requests_need_csrf():
     if request.headers.get("Authorization", "").lower().startswith("bearer "):
         return
     if current_user.is_authenticated:
+        # The token may come in the body, which can take a while to arrive: give the database
+        # connection that found the user back first.
+        db.session.commit()
         csrf.protect()
 
 
