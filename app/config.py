@@ -14,6 +14,22 @@ def _int(name, default):
     return int(value) if value not in (None, "") else default
 
 
+def _rate(name, default):
+    """A rate limit from the environment, written "attempts/seconds" (e.g. "20/60")."""
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    attempts, _, seconds = value.partition("/")
+    try:
+        limit = (int(attempts), int(seconds))
+    except ValueError:
+        raise ValueError(
+            f'{name} must be "attempts/seconds", such as "20/60"; got {value!r}') from None
+    if min(limit) < 1:
+        raise ValueError(f"{name} needs at least 1 attempt in at least 1 second; got {value!r}")
+    return limit
+
+
 def database_url(raw):
     """Accept Heroku-style postgres:// URLs and use the psycopg2 driver we ship."""
     for prefix in ("postgres://", "postgresql://"):
@@ -44,10 +60,10 @@ class Config:
     # Retry delays are multiplied by this; tests set it to 0 so retries run at once.
     RETRY_BACKOFF_SCALE = float(os.environ.get("RETRY_BACKOFF_SCALE") or 1.0)
     # (attempts, seconds): per student for uploads, per account and address for logins.
-    INTAKE_RATE_LIMIT = (20, 60)
-    LOGIN_RATE_LIMIT = (10, 300)
+    INTAKE_RATE_LIMIT = _rate("INTAKE_RATE_LIMIT", (20, 60))
+    LOGIN_RATE_LIMIT = _rate("LOGIN_RATE_LIMIT", (10, 300))
     # Seconds a client is asked to wait when intake is overloaded.
-    INTAKE_RETRY_AFTER = 5
+    INTAKE_RETRY_AFTER = _int("INTAKE_RETRY_AFTER", 5)
     RECONCILE_EVERY_SECONDS = _int("RECONCILE_EVERY_SECONDS", 20)
     ROLLUP_EVERY_SECONDS = _int("ROLLUP_EVERY_SECONDS", 12)
     # Dashboard roll-ups kept in the event trail: an hour's worth at the default pace.

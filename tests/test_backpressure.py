@@ -1,5 +1,7 @@
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,7 +10,7 @@ import requests
 from app import create_app
 from app.extensions import db
 from app.pipeline import queue
-from tests.conftest import PASSWORD, Client, csrf_from, process_env
+from tests.conftest import PASSWORD, ROOT, Client, csrf_from, process_env
 from tests.e2e.servers import WebServer
 from tests.helpers import submission_count, upload_api, upload_form
 
@@ -119,6 +121,36 @@ def test_one_student_flooding_intake_is_rate_limited(app, client, auth, world):
     assert "Too many uploads" in limited.get_json()["error"]["message"]
     bob = auth.token("bob@uni.test")
     assert upload_api(client, bob, world.essay.id, ESSAY, "essay.txt").status_code == 202
+
+
+def test_rate_limits_and_retry_after_are_set_from_the_environment(app, auth, world, tmp_path):
+    env = process_env(app, INTAKE_RATE_LIMIT="2/60", INTAKE_MAX_BACKLOG="2",
+                      INTAKE_RETRY_AFTER="9")
+    web = WebServer(env, tmp_path / "web.log").start()
+    url = f"{web.url}/api/v1/assignments/{world.essay.id}/submissions"
+    try:
+        def upload(who):
+            return requests.post(url, headers=auth.token(who), timeout=10,
+                                 files={"file": ("essay.txt", ESSAY)})
+
+        alice = [upload("alice@uni.test") for _ in range(3)]
+        fill_queue("scan", 3)
+        busy = upload("bob@uni.test")
+    finally:
+        web.stop()
+    assert [answer.status_code for answer in alice] == [202, 202, 429]
+    assert 0 < int(alice[2].headers["Retry-After"]) <= 61
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "9"
+
+
+@pytest.mark.parametrize("value", ["lots", "20", "0/60", "20/"])
+def test_a_malformed_rate_limit_stops_the_app_with_the_setting_named(app, value):
+    env = process_env(app, INTAKE_RATE_LIMIT=value)
+    started = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0
+    assert "INTAKE_RATE_LIMIT" in started.stderr and repr(value) in started.stderr
 
 
 def test_repeated_wrong_passwords_are_rate_limited(app, client, auth, world):
