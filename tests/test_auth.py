@@ -1,4 +1,5 @@
 from tests.conftest import PASSWORD, csrf_from
+from tests.helpers import upload_api
 
 
 def test_login_with_right_password_lands_on_my_assignments(client, auth, world):
@@ -50,3 +51,22 @@ def test_deactivated_user_cannot_log_in(client, auth, world):
     world.users["bob"].active = False
     db.session.commit()
     assert auth.login("bob@uni.test").status_code == 401
+
+
+def test_a_bearer_token_names_the_caller_even_beside_a_session_cookie(client, auth, world):
+    alice, bob = auth.token("alice@uni.test"), auth.token("bob@uni.test")
+    alices = upload_api(client, alice, world.essay.id, b"Alice's essay.\n", "a.txt").get_json()
+    bobs = upload_api(client, bob, world.essay.id, b"Bob's essay.\n", "b.txt").get_json()
+    auth.login("alice@uni.test")  # the browser now carries Alice's session cookie
+
+    assert client.get(f"/api/v1/submissions/{alices['id']}").status_code == 200
+    # Bob's token makes the request Bob's, whatever cookie came with it.
+    assert client.get(f"/api/v1/submissions/{bobs['id']}", headers=bob).status_code == 200
+    assert client.get(f"/api/v1/submissions/{alices['id']}", headers=bob).status_code == 404
+    # A token that is not valid is refused, not quietly replaced by the session.
+    wrong = client.get(f"/api/v1/submissions/{alices['id']}",
+                       headers={"Authorization": "Bearer not-a-token"})
+    assert wrong.status_code == 401
+    posted = upload_api(client, {"Authorization": "Bearer not-a-token"}, world.essay.id,
+                        b"Sent without the CSRF token.\n", "c.txt")
+    assert posted.status_code == 401

@@ -18,8 +18,17 @@ login_manager.login_message = "Please log in to continue."
 
 @login_manager.user_loader
 def load_user(user_id):
+    if _bearer_header():
+        # A request that names its caller with a token is that caller alone: the browser's
+        # session cookie that came along does not count (nor spare it the token check).
+        return None
     user = db.session.get(User, int(user_id))
     return user if user is not None and user.active else None
+
+
+def _bearer_header():
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())
 
 
 @login_manager.request_loader
