@@ -192,6 +192,12 @@ def test_turnitin_errors_are_retried_and_leave_one_turnitin_submission(
     assert statuses.count("retrying") == 2
     assert statuses[-1] == "succeeded"
     assert len(turnitin.submissions) == 1
+    # Creates Turnitin answered with an error made nothing there: none is left unconfirmed.
+    assert [r.status for r in turnitin.requests("POST", "/api/v1/submissions")] == [500, 500, 201]
+    record = db.session.execute(
+        db.select(ExternalRecord).filter_by(submission_id=submission, service="turnitin")
+    ).scalar_one()
+    assert "unconfirmed_creates" not in record.data
 
 
 @pytest.mark.slow

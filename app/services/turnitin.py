@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from app.extensions import db
 from app.models import ExternalRecord
@@ -83,7 +84,22 @@ UNCONFIRMED = "unconfirmed_creates"
 
 
 class TurnitinError(Exception):
-    """Turnitin did not do what we asked; the step is retried with backoff."""
+    """Turnitin did not do what we asked; the step is retried with backoff. `answer_lost`: the
+    request may have reached Turnitin and been acted on, but no answer came back."""
+
+    def __init__(self, message, answer_lost=False):
+        super().__init__(message)
+        self.answer_lost = answer_lost
+
+
+def _may_have_arrived(exc):
+    """Whether a request that got no answer may still have reached Turnitin: not when the
+    connection was never made."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError) and exc.args:
+        return not isinstance(getattr(exc.args[0], "reason", None), NewConnectionError)
+    return True
 
 
 def setting(config, name):
@@ -134,7 +150,8 @@ class TurnitinClient:
                                         headers={**self.headers, **(headers or {})}, **kwargs)
         except requests.RequestException as exc:
             self.circuit.record_failure()
-            raise TurnitinError(f"{method} {path}: no answer ({type(exc).__name__})") from exc
+            raise TurnitinError(f"{method} {path}: no answer ({type(exc).__name__})",
+                                answer_lost=_may_have_arrived(exc)) from exc
         if response.status_code >= 500:
             self.circuit.record_failure()
             raise TurnitinError(f"{method} {path}: Turnitin answered {response.status_code}")
@@ -278,8 +295,18 @@ def _create(client, submission, record):
         record.data = {**(record.data or {}), UNCONFIRMED: unconfirmed}
         log.warning("event=turnitin_create_unconfirmed submission_id=%s unconfirmed_creates=%s",
                     record.submission_id, unconfirmed)
+    # Left in place only by a try whose fate we cannot know: a crash, or no answer to a request
+    # that may have arrived. A clear answer, or a call never made, puts it back.
     _save(record, "creating")
-    remote = client.create_submission(submission_metadata(submission))
+    try:
+        remote = client.create_submission(submission_metadata(submission))
+    except TurnitinError as exc:
+        if not exc.answer_lost:
+            _save(record, "")
+        raise
+    except (RetryLater, Refused):
+        _save(record, "")
+        raise
     record.remote_id = remote["id"]
     # Saved before the upload: a re-run finds this submission and resumes it.
     _save(record, "created", {})
