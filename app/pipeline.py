@@ -70,8 +70,13 @@ class SubmissionRejected(Exception):
 
 class Refused(Exception):
     """An outside system refused the request for good (a 5xx SMTP reply, an HTTP 401): sending
-    the same again cannot help. The step fails at once, with the message as its reason, and
-    waits for staff, who can requeue it once the cause is put right."""
+    the same again cannot help. The step fails at once and waits for staff, who can requeue it
+    once the cause is put right. `shown` is the reason everyone reads on the step; the message,
+    with the system's own reply, is the step's error, which only staff see."""
+
+    def __init__(self, message, shown):
+        super().__init__(message)
+        self.shown = shown
 
 
 class RetryLater(Exception):

@@ -98,7 +98,7 @@ def _record_failure(step_run, job, exc):
             error=error,
         )
     else:
-        reason = str(exc) if refused else f"Gave up after {step_run.attempts} attempts"
+        reason = exc.shown if refused else f"Gave up after {step_run.attempts} attempts"
         pipeline.record_step(step_run, "failed", f"{reason}; staff have been alerted",
                              error=error)
         submission = step_run.submission

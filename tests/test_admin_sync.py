@@ -88,8 +88,10 @@ def test_record_with_a_bad_signature_is_refused_and_never_stored(app, client, au
     # Signing the same record with the same secret again cannot help: it waits for staff.
     assert (step["status"], step["attempts"]) == ("failed", 1)
     assert step["detail"] == (
-        "The student-records system refused the request (401 Unauthorized: The signature "
-        "does not match the body); staff have been alerted")
+        "The student-records system refused the record; staff have been alerted")
+    assert step["error"] == (
+        "Refused: The student-records system refused the request (401 Unauthorized: The "
+        "signature does not match the body)")
     assert [r.status for r in records.requests()] == [401]
     assert records.records == {}
     assert scheduled_retries() == {}

@@ -298,8 +298,11 @@ def test_a_key_turnitin_refuses_fails_the_check_at_once_until_staff_requeue_it(
     view = seen_by(client, alice, submission)
     assert view["status"] == "needs_attention"
     assert (step(view)["status"], step(view)["attempts"]) == ("failed", 1)
-    assert step(view)["detail"] == (
-        "Turnitin refused the request (401 Unauthorized: Unauthorized); staff have been alerted")
+    assert step(view)["detail"] == "Turnitin refused the request; staff have been alerted"
+    assert "error" not in step(view) or not step(view)["error"]
+    assert db.session.execute(
+        db.select(StepRun.last_error).filter_by(submission_id=submission, name="plagiarism")
+    ).scalar_one() == "Refused: Turnitin refused the request (401 Unauthorized: Unauthorized)"
     assert [r.status for r in turnitin.requests()] == [401]
     assert scheduled_retries() == {}
 

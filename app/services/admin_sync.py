@@ -68,7 +68,8 @@ def sync_submission(submission, config):
         raise RetryLater("The student-records system asked us to slow down",
                          retry_after_seconds(response.headers.get("Retry-After"), 60))
     if refused_for_good(response.status_code):
-        raise Refused(refusal("The student-records system", response))
+        raise Refused(refusal("The student-records system", response),
+                      "The student-records system refused the record")
     if response.status_code >= 400:
         raise RecordsError(f"the records system answered {response.status_code}: "
                            f"{response.text[:200]}")

@@ -32,7 +32,7 @@ def answer_message(response):
 
 
 def refusal(service, response):
-    """How a refusal reads on the step: "Turnitin refused the request (401 Unauthorized: …)"."""
+    """A refusal as staff read it: "Turnitin refused the request (401 Unauthorized: …)"."""
     try:
         answer = f"{response.status_code} {HTTPStatus(response.status_code).phrase}"
     except ValueError:

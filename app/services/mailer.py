@@ -184,7 +184,8 @@ def deliver(row, config):
         reply = permanent_reply(exc)
         if reply is None:
             raise
-        raise Refused(f"The mail server refused the email to {to}: {reply}") from exc
+        raise Refused(f"The mail server refused the email to {to}: {reply}",
+                      "The mail server refused the email") from exc
     return f"Sent to {to}"
 
 

@@ -160,7 +160,7 @@ class TurnitinClient:
             raise RetryLater("Turnitin asked us to slow down",
                              retry_after_seconds(response.headers.get("Retry-After"), 60))
         if response.status_code not in expected and refused_for_good(response.status_code):
-            raise Refused(refusal("Turnitin", response))
+            raise Refused(refusal("Turnitin", response), "Turnitin refused the request")
         if response.status_code not in expected:
             raise TurnitinError(f"{method} {path}: Turnitin answered {response.status_code}: "
                                 f"{answer_message(response)}")
