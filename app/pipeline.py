@@ -225,8 +225,11 @@ def enqueue_ready(submission):
 
 
 def requeue_step(step_run):
-    """Put a failed step back in the queue (staff action). Commits."""
+    """Put a failed step back in the queue (staff action). Commits. Never for a file that was
+    not accepted: its scan's failure is the rejection, and every other step was skipped."""
     submission = step_run.submission
+    if submission.status == "rejected":
+        return False
     if not claim_for_queue(step_run, from_statuses=("failed",)):
         return False
     step_run.attempts = 0

@@ -28,8 +28,10 @@ from app.models import (
     utcnow,
 )
 from app.ops.dashboard import TOPIC
+from jobs.maintenance import reconcile
 from tests.conftest import Auth, Client, csrf_from, run_jobs
 from tests.e2e.live import client_for, follow, open_stream
+from tests.samples import EICAR
 from tests.services import free_port
 
 HEARTBEAT = 0.2
@@ -353,15 +355,19 @@ def test_requeue_of_every_failed_step_of_the_selected_submissions_at_once(
         app, admin_client, world):
     first = failed_admin_sync(app, world)
     second = failed_admin_sync(app, world)
-    page = admin_client.get("/admin/submission/?flt0_0=needs_attention").get_data(as_text=True)
+    rejected = upload(app, world, content=EICAR, name="eicar.txt")
+    run_jobs()
+    assert db.session.get(Submission, rejected).status == "rejected"
+    page = admin_client.get("/admin/submission/").get_data(as_text=True)
     assert "Requeue failed steps" in page
     assert f'value="{first.submission_id}"' in page and f'value="{second.submission_id}"' in page
 
     with RecordsSystem() as records:
         app.config["ADMIN_SYNC_URL"] = records.url
+        # A whole page selected: the rejected file's failed scan is left as it is.
         response = admin_client.post("/admin/submission/action/", data={
             "csrf_token": csrf_from(page), "action": "requeue_failed",
-            "rowid": [str(first.submission_id), str(second.submission_id)]})
+            "rowid": [str(first.submission_id), str(second.submission_id), str(rejected)]})
         assert response.status_code == 302
         listing = admin_client.get(response.headers["Location"]).get_data(as_text=True)
         assert "Requeued 2 failed steps of 2 submissions." in listing
@@ -372,12 +378,47 @@ def test_requeue_of_every_failed_step_of_the_selected_submissions_at_once(
     for failed in (first, second):
         assert db.session.get(Submission, failed.submission_id).status == "completed"
     assert FailedJobRegistry("external", connection=get_redis()).count == 0
+    rejection = db.session.get(Submission, rejected)
+    assert rejection.status == "rejected"
+    assert rejection.step("scan").status == "failed"
+    assert "EICAR" in rejection.step("scan").detail
 
     again = admin_client.post("/admin/submission/action/", data={
         "csrf_token": csrf_from(page), "action": "requeue_failed",
-        "rowid": [str(first.submission_id)]})
-    assert "None of the selected submissions has a failed step." in admin_client.get(
-        again.headers["Location"]).get_data(as_text=True)
+        "rowid": [str(first.submission_id), str(rejected)]})
+    assert "None of the selected submissions has a failed step that can run again." in (
+        admin_client.get(again.headers["Location"]).get_data(as_text=True))
+
+
+def test_requeue_of_failed_steps_while_redis_is_down_starts_them_once_it_is_back(
+        app, admin_client, world):
+    failed = failed_admin_sync(app, world)
+    page = admin_client.get("/admin/submission/").get_data(as_text=True)
+    working_redis = app.config["REDIS_URL"]
+    app.config["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    app.extensions.pop("submissions_redis").close()
+    try:
+        response = admin_client.post("/admin/submission/action/", data={
+            "csrf_token": csrf_from(page), "action": "requeue_failed",
+            "rowid": [str(failed.submission_id)]})
+        assert response.status_code == 302
+    finally:
+        app.config["REDIS_URL"] = working_redis
+        app.extensions.pop("submissions_redis").close()
+    listing = admin_client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Requeued 1 failed step of 1 submission." in listing
+    assert ("The queue is unreachable right now: 1 step will start within a minute of it "
+            "coming back.") in listing
+    db.session.remove()
+    assert db.session.get(StepRun, failed.step_id).status == "queued"
+
+    app.config["RECONCILE_GRACE_SECONDS"] = 0
+    with RecordsSystem() as records:
+        app.config["ADMIN_SYNC_URL"] = records.url
+        reconcile()
+        run_jobs()
+    assert db.session.get(Submission, failed.submission_id).status == "completed"
+    assert len(records.received) == 1
 
 
 @pytest.mark.slow

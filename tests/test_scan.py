@@ -15,7 +15,7 @@ from jobs.runner import run_step
 from scripts import clamd_local
 from tests import samples
 from tests.clamd import ClamdServer
-from tests.conftest import Auth, run_jobs
+from tests.conftest import Auth, csrf_from, run_jobs
 from tests.helpers import only_submission, upload_api, upload_form
 
 CLEAN = b"def mean(xs):\n    return sum(xs) / len(xs)\n"
@@ -314,6 +314,28 @@ def test_a_late_second_run_of_the_scan_keeps_the_rejection_it_recorded(app, clie
     # The same step run again late (a duplicate of its job): the file stays rejected, with why.
     assert run_step(submission_id, "scan") == "skipped"
     db.session.remove()
+    view = seen_by(client, auth, "alice@uni.test", submission_id)
+    assert view["status"] == "rejected"
+    assert steps_of(view)["scan"]["status"] == "failed"
+    assert "EICAR" in steps_of(view)["scan"]["detail"]
+
+
+def test_staff_cannot_run_a_rejected_files_scan_again(app, client, auth, world):
+    submission_id = submit(client, auth, world, samples.EICAR, "eicar.txt")
+    run_jobs()
+    staff = app.test_client()
+    Auth(staff).login("sam@uni.test")
+    page = staff.get(f"/submissions/{submission_id}").get_data(as_text=True)
+    form = re.search(rf'<form[^>]*action="/submissions/{submission_id}/steps/scan/requeue"[^>]*>',
+                     page).group(0)
+    assert " hidden" in form
+
+    response = staff.post(f"/submissions/{submission_id}/steps/scan/requeue",
+                          data={"csrf_token": csrf_from(page)})
+    assert response.status_code == 303
+    assert "Virus scan is not run again: the file was not accepted." in staff.get(
+        response.headers["Location"]).get_data(as_text=True)
+    run_jobs()
     view = seen_by(client, auth, "alice@uni.test", submission_id)
     assert view["status"] == "rejected"
     assert steps_of(view)["scan"]["status"] == "failed"

@@ -8,6 +8,7 @@ from flask_admin import expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla.filters import FilterEmpty, FilterEqual
 from markupsafe import Markup
+from redis.exceptions import RedisError
 from wtforms import PasswordField, SelectChoice, SelectField, ValidationError
 from wtforms.validators import Optional
 
@@ -187,26 +188,42 @@ class SubmissionView(AdminModelView):
     @action("requeue_failed", "Requeue failed steps",
             "Send every failed step of the selected submissions back to the workers?")
     def requeue_failed(self, ids):
-        """After an outage or a refused key is put right: every failed step at once."""
+        """After an outage or a refused key is put right: every failed step at once. A rejected
+        file's scan stays as it is: the rejection is final."""
         failed = db.session.execute(
-            db.select(StepRun)
-            .where(StepRun.submission_id.in_([int(i) for i in ids]), StepRun.status == "failed")
+            db.select(StepRun).join(Submission)
+            .where(StepRun.submission_id.in_([int(i) for i in ids]), StepRun.status == "failed",
+                   Submission.status != "rejected")
             .order_by(StepRun.submission_id, StepRun.position)
         ).scalars().all()
         redis = get_redis()
-        requeued = [step_run.submission_id for step_run in failed
-                    if requeue_failed_step(step_run, redis)]
-        if requeued:
-            flash(f"Requeued {_count(len(requeued), 'failed step')} of "
-                  f"{_count(len(set(requeued)), 'submission')}.", "success")
-        else:
-            flash("None of the selected submissions has a failed step.", "warning")
+        requeued, unqueued = [], 0
+        for step_run in failed:
+            try:
+                if requeue_failed_step(step_run, redis):
+                    requeued.append(step_run.submission_id)
+            except RedisError:
+                # Queued in the database; the reconciler hands it to Redis once it is back.
+                requeued.append(step_run.submission_id)
+                unqueued += 1
+        if not requeued:
+            flash("None of the selected submissions has a failed step that can run again.",
+                  "warning")
+            return
+        flash(f"Requeued {_count(len(requeued), 'failed step')} of "
+              f"{_count(len(set(requeued)), 'submission')}.", "success")
+        if unqueued:
+            flash(f"The queue is unreachable right now: {_count(unqueued, 'step')} will start "
+                  "within a minute of it coming back.", "warning")
 
     @expose("/requeue/<int:step_id>", methods=["POST"])
     def requeue(self, step_id):
         step_run = db.get_or_404(StepRun, step_id)
         if requeue_failed_step(step_run, get_redis()):
             flash(f"{self.step_title(step_run)} was requeued.", "success")
+        elif step_run.submission.status == "rejected":
+            flash(f"{self.step_title(step_run)} is not run again: the file was not accepted.",
+                  "error")
         else:
             flash(f"{self.step_title(step_run)} is {step_run.status}; only a failed step can "
                   "be requeued.", "error")

@@ -120,9 +120,10 @@
       } else if (error && "error" in step) {
         error.remove();
       }
-      // Staff pages carry a requeue form per step, offered while the step is failed.
+      // Staff pages carry a requeue form per step, offered while the step is failed, unless
+      // the file was not accepted: a rejection is final.
       const requeue = item.querySelector("form.requeue");
-      if (requeue) requeue.hidden = step.status !== "failed";
+      if (requeue) requeue.hidden = step.status !== "failed" || status.classList.contains("rejected");
       showProgress();
       if (step.status === "succeeded" && step.step === "thumbnail") showThumbnail();
       if (step.status === "succeeded" && step.step === "plagiarism") showSimilarity();
@@ -133,6 +134,9 @@
       status.className = `status ${submission.status}`;
       status.textContent = submission.status.replace(/_/g, " ");
       detail.textContent = submission.detail;
+      if (submission.status === "rejected") {
+        stepList.querySelectorAll("form.requeue").forEach((form) => { form.hidden = true; });
+      }
     });
 
     window.submissionsLive.on("grade", (grade) => {

@@ -28,6 +28,9 @@ def requeue(submission_id, step_name):
     else:
         if requeued:
             flash(f"{title} was requeued.", "info")
+        elif submission.status == "rejected":
+            flash(f"{title} is not run again: the file was not accepted. The student can "
+                  "submit a clean copy.", "info")
         else:
             flash(f"Only a failed step can be requeued; {title} is {step_run.status}.", "info")
     return redirect(url_for("submissions.detail", submission_id=submission.id), 303)

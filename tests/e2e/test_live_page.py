@@ -6,7 +6,7 @@ import pytest
 from app.extensions import db
 from app.flash import send_flash
 from app.models import FlashMessage, Submission
-from app.pipeline import record_step
+from app.pipeline import record_step, record_submission, skip_remaining
 from tests.e2e.conftest import login
 from tests.e2e.servers import WebServer
 
@@ -204,3 +204,26 @@ def test_staff_see_the_requeue_button_when_a_step_fails_without_a_reload(
     page.wait_for_selector("text=Receipt email was requeued.", timeout=10_000)
     assert page.is_hidden("#step-email form.requeue")
     assert page.get_attribute("#step-email", "data-status") == "queued"
+
+
+def test_a_rejection_arriving_live_offers_staff_no_requeue(web_server, browser_page, world):
+    page = browser_page
+    login(page, web_server.url, "alice")
+    submission_id = upload(page, web_server.url, world.essay.id, "essay.pdf",
+                           essay_pdf("An essay"))
+    page.context.clear_cookies()
+    login(page, web_server.url, "sam")
+    page.goto(f"{web_server.url}/submissions/{submission_id}")
+
+    # As the scan step records a rejection: its failure, then the submission's outcome.
+    submission = db.session.get(Submission, submission_id)
+    reason = "Not accepted: ClamAV (clamd) found Submissions.Test.EICAR in this file."
+    record_step(submission.step("scan"), "failed", reason, error=reason)
+    skip_remaining(submission, "Not run: the file was not accepted")
+    record_submission(submission, "rejected", reason)
+    db.session.commit()
+    page.wait_for_selector("#submission-status.rejected", timeout=10_000)
+    assert page.get_attribute("#step-scan", "data-status") == "failed"
+    assert page.is_hidden("#step-scan form.requeue")
+    page.reload()
+    assert page.is_hidden("#step-scan form.requeue")
