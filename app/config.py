@@ -9,9 +9,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = BASE_DIR / "instance"
 
 
-def _int(name, default):
+def _int(name, default, minimum=None):
     value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number; got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {value!r}")
+    return number
 
 
 def _rate(name, default):
@@ -63,7 +71,7 @@ class Config:
     INTAKE_RATE_LIMIT = _rate("INTAKE_RATE_LIMIT", (20, 60))
     LOGIN_RATE_LIMIT = _rate("LOGIN_RATE_LIMIT", (10, 300))
     # Seconds a client is asked to wait when intake is overloaded.
-    INTAKE_RETRY_AFTER = _int("INTAKE_RETRY_AFTER", 5)
+    INTAKE_RETRY_AFTER = _int("INTAKE_RETRY_AFTER", 5, minimum=1)
     RECONCILE_EVERY_SECONDS = _int("RECONCILE_EVERY_SECONDS", 20)
     ROLLUP_EVERY_SECONDS = _int("ROLLUP_EVERY_SECONDS", 12)
     # Dashboard roll-ups kept in the event trail: an hour's worth at the default pace.

@@ -144,13 +144,17 @@ def test_rate_limits_and_retry_after_are_set_from_the_environment(app, auth, wor
     assert busy.headers["Retry-After"] == "9"
 
 
-@pytest.mark.parametrize("value", ["lots", "20", "0/60", "20/"])
-def test_a_malformed_rate_limit_stops_the_app_with_the_setting_named(app, value):
-    env = process_env(app, INTAKE_RATE_LIMIT=value)
+@pytest.mark.parametrize("name, value", [
+    ("INTAKE_RATE_LIMIT", "lots"), ("INTAKE_RATE_LIMIT", "20"), ("INTAKE_RATE_LIMIT", "0/60"),
+    ("INTAKE_RATE_LIMIT", "20/"), ("LOGIN_RATE_LIMIT", "10 per minute"),
+    ("INTAKE_RETRY_AFTER", "0"), ("INTAKE_RETRY_AFTER", "soon"),
+])
+def test_a_malformed_limit_stops_the_app_with_the_setting_named(app, name, value):
+    env = process_env(app, **{name: value})
     started = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=60)
     assert started.returncode != 0
-    assert "INTAKE_RATE_LIMIT" in started.stderr and repr(value) in started.stderr
+    assert name in started.stderr and repr(value) in started.stderr
 
 
 def test_repeated_wrong_passwords_are_rate_limited(app, client, auth, world):
