@@ -179,15 +179,21 @@ def test_flash_is_acknowledged_only_after_it_has_been_on_screen(
     assert page.query_selector(".flash") is None
 
 
-def test_staff_see_the_requeue_button_when_a_step_fails_without_a_reload(
-        web_server, browser_page, world):
-    page = browser_page
+def staff_watching_a_new_submission(page, web_server, world):
+    """Alice uploads an essay; then staff member Sam opens its page. Returns its id."""
     login(page, web_server.url, "alice")
     submission_id = upload(page, web_server.url, world.essay.id, "essay.pdf",
                            essay_pdf("An essay"))
     page.context.clear_cookies()
     login(page, web_server.url, "sam")
     page.goto(f"{web_server.url}/submissions/{submission_id}")
+    return submission_id
+
+
+def test_staff_see_the_requeue_button_when_a_step_fails_without_a_reload(
+        web_server, browser_page, world):
+    page = browser_page
+    submission_id = staff_watching_a_new_submission(page, web_server, world)
     page.evaluate("() => { window.notReloaded = true; }")
     assert page.is_hidden("#step-email form.requeue")
 
@@ -208,12 +214,7 @@ def test_staff_see_the_requeue_button_when_a_step_fails_without_a_reload(
 
 def test_a_rejection_arriving_live_offers_staff_no_requeue(web_server, browser_page, world):
     page = browser_page
-    login(page, web_server.url, "alice")
-    submission_id = upload(page, web_server.url, world.essay.id, "essay.pdf",
-                           essay_pdf("An essay"))
-    page.context.clear_cookies()
-    login(page, web_server.url, "sam")
-    page.goto(f"{web_server.url}/submissions/{submission_id}")
+    submission_id = staff_watching_a_new_submission(page, web_server, world)
 
     # As the scan step records a rejection: its failure, then the submission's outcome.
     submission = db.session.get(Submission, submission_id)
