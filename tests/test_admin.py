@@ -21,6 +21,7 @@ from app.models import (
     Assignment,
     Event,
     EventTopic,
+    ExternalRecord,
     FlashMessage,
     StepRun,
     Submission,
@@ -325,6 +326,31 @@ def test_admin_lists_submissions_and_sees_steps_and_full_event_timeline(app, adm
 
 
 @pytest.mark.slow
+def test_submission_page_shows_what_outside_systems_acknowledged(app, admin_client, world):
+    quiet = upload(app, world)
+    checked = upload(app, world, content=b"A second essay.\n")
+    db.session.add_all([
+        ExternalRecord(submission_id=checked, service="turnitin", remote_id="tii-42",
+                       state="complete", data={"overall": 3, "unconfirmed_creates": 2}),
+        ExternalRecord(submission_id=checked, service="admin_sync", remote_id="REC-7",
+                       state="sent"),
+    ])
+    db.session.commit()
+
+    page = admin_client.get(f"/admin/submission/details/?id={checked}").get_data(as_text=True)
+    table = re.search(r'<table[^>]*id="outside-records".*?<tbody>(.*?)</tbody>', page,
+                      re.S).group(1)
+    rows = [re.sub(r"<[^>]+>", "|", row) for row in re.findall(r"<tr>.*?</tr>", table, re.S)]
+    assert [" ".join(re.sub(r"\|+", " ", row).split()) for row in rows] == [
+        "Student records REC-7 sent",
+        "Turnitin tii-42 complete Turnitin may also hold 2 empty submissions for this work, "
+        "from tries whose answer never arrived",
+    ]
+    quiet_page = admin_client.get(f"/admin/submission/details/?id={quiet}").get_data(
+        as_text=True)
+    assert "Nothing sent to an outside system yet." in quiet_page
+
+
 def test_requeue_on_submission_page_brings_failed_step_to_completion(app, admin_client, world):
     failed = failed_admin_sync(app, world)
     page = admin_client.get(f"/admin/submission/details/?id={failed.submission_id}").get_data(

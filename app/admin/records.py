@@ -22,6 +22,7 @@ from app.models import (
     Course,
     Enrollment,
     Event,
+    ExternalRecord,
     FlashMessage,
     Grade,
     OutboxEmail,
@@ -184,6 +185,21 @@ class SubmissionView(AdminModelView):
 
     def step_title(self, step_run):
         return STEP_BY_NAME[step_run.name].title
+
+    def outside_records(self, submission):
+        """What Turnitin and the student-records system acknowledged, to square ours with
+        theirs: (service, their id, state, note)."""
+        names = {"turnitin": "Turnitin", "admin_sync": "Student records"}
+        rows = db.session.execute(
+            db.select(ExternalRecord).filter_by(submission_id=submission.id)
+            .order_by(ExternalRecord.service)
+        ).scalars().all()
+        for record in rows:
+            unconfirmed = (record.data or {}).get("unconfirmed_creates", 0)
+            note = (f"Turnitin may also hold {_count(unconfirmed, 'empty submission')} for this "
+                    "work, from tries whose answer never arrived" if unconfirmed else "")
+            yield (names.get(record.service, record.service), record.remote_id or "",
+                   record.state, note)
 
     @action("requeue_failed", "Requeue failed steps",
             "Send every failed step of the selected submissions back to the workers?")
