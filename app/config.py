@@ -9,33 +9,36 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = BASE_DIR / "instance"
 
 
-def _int(name, default, minimum=None):
+def _setting(name, default, parse, form, acceptable=None, unacceptable=""):
+    """A setting from the environment, or `default` when unset. A value `parse` cannot read
+    (described by `form`), or one `acceptable` turns down, stops the app naming the setting."""
     value = os.environ.get(name)
     if value in (None, ""):
         return default
     try:
-        number = int(value)
+        parsed = parse(value)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number; got {value!r}") from None
-    if minimum is not None and number < minimum:
-        raise ValueError(f"{name} must be at least {minimum}; got {value!r}")
-    return number
+        raise ValueError(f"{name} must be {form}; got {value!r}") from None
+    if acceptable is not None and not acceptable(parsed):
+        raise ValueError(f"{name} {unacceptable}; got {value!r}")
+    return parsed
+
+
+def _int(name, default, minimum=None):
+    return _setting(name, default, int, "a whole number",
+                    None if minimum is None else lambda number: number >= minimum,
+                    f"must be at least {minimum}")
 
 
 def _rate(name, default):
-    """A rate limit from the environment, written "attempts/seconds" (e.g. "20/60")."""
-    value = os.environ.get(name)
-    if value in (None, ""):
-        return default
-    attempts, _, seconds = value.partition("/")
-    try:
-        limit = (int(attempts), int(seconds))
-    except ValueError:
-        raise ValueError(
-            f'{name} must be "attempts/seconds", such as "20/60"; got {value!r}') from None
-    if min(limit) < 1:
-        raise ValueError(f"{name} needs at least 1 attempt in at least 1 second; got {value!r}")
-    return limit
+    """A rate limit written "attempts/seconds" (e.g. "20/60")."""
+    def parse(value):
+        attempts, _, seconds = value.partition("/")
+        return int(attempts), int(seconds)
+
+    return _setting(name, default, parse, '"attempts/seconds", such as "20/60"',
+                    lambda limit: min(limit) >= 1,
+                    "needs at least 1 attempt in at least 1 second")
 
 
 def database_url(raw):

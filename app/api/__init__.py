@@ -3,7 +3,8 @@ from flask.json.provider import DefaultJSONProvider
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
-from app.extensions import csrf, db
+from app.extensions import csrf
+from app.submissions.intake import release_connection
 
 bp = Blueprint("api", __name__)
 
@@ -53,15 +54,12 @@ def _session_requests_need_csrf():
     # Bearer-token callers cannot be tricked by another site; cookie-session callers can.
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
-    if request.environ.get("submissions.auth") == "bearer":
+    # Loading the user first settles how the request was authenticated.
+    if not current_user.is_authenticated or request.environ.get("submissions.auth") == "bearer":
         return
-    if request.headers.get("Authorization", "").lower().startswith("bearer "):
-        return
-    if current_user.is_authenticated:
-        # The token may come in the body, which can take a while to arrive: give the database
-        # connection that found the user back first.
-        db.session.commit()
-        csrf.protect()
+    # The token may come in the body, which can take a while to arrive.
+    release_connection()
+    csrf.protect()
 
 
 from app.api import flash, grades, openapi, routes  # noqa: E402,F401

@@ -18,7 +18,7 @@ login_manager.login_message = "Please log in to continue."
 
 @login_manager.user_loader
 def load_user(user_id):
-    if _bearer_header():
+    if bearer_token(request.headers.get("Authorization", "")):
         # A request that names its caller with a token is that caller alone: the browser's
         # session cookie that came along does not count (nor spare it the token check).
         return None
@@ -26,9 +26,10 @@ def load_user(user_id):
     return user if user is not None and user.active else None
 
 
-def _bearer_header():
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and bool(token.strip())
+def bearer_token(header):
+    """The token of an "Authorization: Bearer <token>" header, else an empty string."""
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 @login_manager.request_loader
@@ -43,11 +44,11 @@ TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 
 
 def user_for_bearer(header):
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(header)
+    if not token:
         return None
     row = db.session.execute(
-        db.select(ApiToken).filter_by(token_hash=ApiToken.hash(token.strip()))
+        db.select(ApiToken).filter_by(token_hash=ApiToken.hash(token))
     ).scalar_one_or_none()
     if row is None or not row.user.active:
         return None

@@ -300,12 +300,9 @@ def _create(client, submission, record):
     _save(record, "creating")
     try:
         remote = client.create_submission(submission_metadata(submission))
-    except TurnitinError as exc:
-        if not exc.answer_lost:
+    except (TurnitinError, RetryLater, Refused) as exc:
+        if not getattr(exc, "answer_lost", False):
             _save(record, "")
-        raise
-    except (RetryLater, Refused):
-        _save(record, "")
         raise
     record.remote_id = remote["id"]
     # Saved before the upload: a re-run finds this submission and resumes it.
