@@ -28,5 +28,10 @@ bench: install
 bench-full: install
 	$(PY) scripts/dev.py bench
 
+# The Procfile booted from requirements.txt alone, in its own virtualenv, as production runs it.
+.PHONY: procfile-check
+procfile-check:
+	$(PYTHON) scripts/procfile_check.py
+
 lint: install
 	$(VENV)/bin/ruff check .
