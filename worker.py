@@ -1,15 +1,23 @@
 """An RQ worker inside the app context: `python worker.py [queue ...]` (default: every queue).
 
-SIGTERM (Heroku's stop signal) lets the current job finish, then exits; a second one stops at
-once and the reconciler re-queues the interrupted step. A Redis outage (stopped, restarted
-empty), even one under way as the worker starts, makes it wait and then carry on, registered
-again, rather than exit."""
+Jobs run in the worker's own process, one after the other, on the database connection and the
+modules it keeps: no fork and no new connection per job. The exception is the queues in
+pipeline.FORKED_QUEUES (previews: Pillow and pdfium, C code that a timeout alarm cannot
+interrupt), whose jobs each run in a forked work horse that RQ kills at its timeout. After
+WORKER_JOBS_PER_PROCESS jobs the worker starts afresh (the same process, re-executed), so
+whatever a job leaves behind cannot add up.
+
+SIGTERM (Heroku's stop signal, sent to every process of the dyno) lets the current job finish,
+then exits; a second one, a second or more later, stops at once and the reconciler re-queues
+the interrupted step. A Redis outage (stopped, hung, restarted empty), even one under way as
+the worker starts, makes it wait and then carry on, registered again, rather than exit."""
 
 import importlib
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 from contextlib import suppress
 
@@ -19,7 +27,7 @@ from rq.worker import WorkerStatus
 
 from app import create_app
 from app.extensions import db, get_redis
-from app.pipeline import QUEUES, STEPS
+from app.pipeline import FORKED_QUEUES, QUEUES, STEPS
 from jobs.redis_outage import MAX_DELAY, REDIS_DOWN, wait_for_redis
 
 # Heartbeats this often, so the reconciler can tell a dead worker within a minute.
@@ -85,6 +93,9 @@ class OutageTolerantWorker(Worker):
             self._scheduler_unstarted = True
 
     def execute_job(self, job, queue):
+        if queue.name not in FORKED_QUEUES:
+            self.execute_in_process(job, queue)
+            return
         try:
             super().execute_job(job, queue)
         except REDIS_DOWN as error:
@@ -95,6 +106,32 @@ class OutageTolerantWorker(Worker):
             self.monitor_through_outage(job, queue, error)
             self.heartbeat()
             self.set_state(WorkerStatus.IDLE)
+
+    def execute_in_process(self, job, queue):
+        """RQ's SimpleWorker way, with the heartbeats a forking worker sends while its horse
+        works (the reconciler takes a job without them for lost). RQ's alarm still stops the
+        job at its timeout."""
+        beats = JobHeartbeats(self, job)
+        try:
+            self.prepare_execution(job)
+            beats.start()
+            self.perform_job(job, queue)
+        except REDIS_DOWN as error:
+            # The step's own outcome is in the database; the reconciler re-queues a step whose
+            # job Redis lost, and a step already done is not run again.
+            log.warning("event=redis_lost_during_job worker=%s job_id=%s error=%r",
+                        self.name, job.id, str(error))
+            self.heartbeat()
+        finally:
+            beats.stop()
+            db.session.remove()
+        self.set_state(WorkerStatus.IDLE)
+
+    stopping = False
+
+    def request_stop(self, signum, frame):
+        self.stopping = True
+        super().request_stop(signum, frame)
 
     def monitor_through_outage(self, job, queue, error):
         while self.horse_pid:
@@ -127,8 +164,36 @@ class OutageTolerantWorker(Worker):
         time.sleep(2)
 
 
-# Every module an RQ job of ours names or runs. Imported once here, each forked work horse
-# starts with them loaded instead of importing them (Pillow, pdfium, requests...) per job.
+class JobHeartbeats:
+    """Heartbeats for a job running in the worker's own process, from a thread, every
+    job_monitoring_interval seconds until it ends."""
+
+    def __init__(self, worker, job):
+        self.worker = worker
+        self.job = job
+        self.ended = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True,
+                                       name=f"heartbeats-{job.id}")
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.ended.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def _beat(self):
+        while not self.ended.wait(self.worker.job_monitoring_interval):
+            try:
+                self.worker.maintain_heartbeats(self.job)
+            except Exception as error:  # Redis away: the next beat tries again
+                log.warning("event=heartbeat_failed worker=%s job_id=%s error=%r",
+                            self.worker.name, self.job.id, str(error))
+
+
+# Every module an RQ job of ours names or runs, imported once as the worker starts (Pillow,
+# pdfium, requests...), never per job or per forked work horse.
 JOB_MODULES = ("jobs.runner", *(f"jobs.{step.name}" for step in STEPS),
                "jobs.grades", "jobs.rollup", "jobs.maintenance")
 
@@ -180,7 +245,27 @@ def main(queue_names):
         if not redis_answers_at_start():
             log.info("event=worker_stopped_before_start reason=signal")
             return
-        build_worker(queue_names).work(with_scheduler=True, logging_level="INFO")
+        worker = build_worker(queue_names)
+        started = time.monotonic()
+        worker.work(with_scheduler=True, logging_level="INFO",
+                    max_jobs=app.config["WORKER_JOBS_PER_PROCESS"])
+        if worker.stopping:
+            return
+        # Done its share of jobs, or RQ's loop gave up (a Redis that hung past the socket
+        # timeout): start afresh rather than exit, which would leave the queues unserved.
+        ran_for = time.monotonic() - started
+    start_afresh(worker.name, ran_for)
+
+
+def start_afresh(name, ran_for):
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
+    if ran_for < 5:
+        time.sleep(5 - ran_for)  # a worker that cannot get going must not spin
+    log.info("event=worker_restarted worker=%s ran_for=%ds", name, ran_for)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ class Config:
     EMAIL_RETRY_AFTER_FAILURE_SECONDS = _int("EMAIL_RETRY_AFTER_FAILURE_SECONDS", 1800)
     # Workers heartbeat their running job every 10 s (worker.py); three missed beats is dead.
     WORKER_DEAD_AFTER_SECONDS = _int("WORKER_DEAD_AFTER_SECONDS", 35)
+    # A worker starts afresh after this many jobs, so nothing a job leaves behind adds up.
+    WORKER_JOBS_PER_PROCESS = _int("WORKER_JOBS_PER_PROCESS", 2000, minimum=1)
     SSE_HEARTBEAT_SECONDS = float(os.environ.get("SSE_HEARTBEAT_SECONDS") or 15)
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from flask import current_app
 from rq import Queue, Retry
 from sqlalchemy import and_, exists, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.events.publisher import emit, submission_topics
 from app.extensions import db, get_redis
@@ -54,10 +55,14 @@ STEP_BY_NAME = {step.name: step for step in STEPS}
 # Grade releases next: a few short jobs that students are waiting to see, whatever is queued.
 PIPELINE_QUEUES = ("scan", "store", "email", "external", "media")
 QUEUES = ("maintenance", "grades", *PIPELINE_QUEUES)
+# Queues whose jobs each run in a forked work horse that RQ can kill at the job's timeout: C code
+# (Pillow, pdfium) holds on past the alarm that stops a job run in the worker's own process.
+FORKED_QUEUES = ("media",)
 # The queues a new submission goes through one after the other; intake's back pressure reads them.
 INTAKE_QUEUES = ("scan", "store")
 
 FAILED_JOB_TTL = 30 * 24 * 3600
+DONE_STATUSES = ("succeeded", "skipped")
 
 
 class StepSkipped(Exception):
@@ -178,15 +183,25 @@ def claim_for_queue(step_run, from_statuses=("pending",)):
         update(StepRun)
         .where(StepRun.id == step_run.id, StepRun.status.in_(from_statuses))
         .values(status="queued", job_id=job_id)
+        .execution_options(synchronize_session=False)
     ).rowcount
     if not claimed:
         return None
-    db.session.refresh(step_run)
+    # The row now holds what the UPDATE wrote: no need to read it back.
+    set_committed_value(step_run, "status", "queued")
+    set_committed_value(step_run, "job_id", job_id)
     record_step(step_run, "queued", "Waiting for a worker")
     return job_id
 
 
-def enqueue_step(step_run):
+def ready_steps(statuses):
+    """The pending steps whose dependencies are all done, from {step name: status}."""
+    done = {name for name, status in statuses.items() if status in DONE_STATUSES}
+    return [step.name for step in STEPS
+            if statuses.get(step.name) == "pending" and set(step.depends_on) <= done]
+
+
+def enqueue_step(step_run, pipe=None):
     step = STEP_BY_NAME[step_run.name]
     delays = retry_delays(step)
     queue(step.queue).enqueue(
@@ -200,27 +215,31 @@ def enqueue_step(step_run):
         failure_ttl=FAILED_JOB_TTL,
         description=f"{step.name} submission {step_run.submission_id}",
         meta={"submission_id": step_run.submission_id, "step": step.name},
+        pipeline=pipe,
     )
+
+
+def enqueue_claimed(submission_id, claimed):
+    """Hand steps claimed (and committed) as queued to Redis, in one round trip. Redis away:
+    the reconciler queues them once it is back."""
+    if not claimed:
+        return
+    try:
+        with get_redis().pipeline() as pipe:
+            for step_run in claimed:
+                enqueue_step(step_run, pipe)
+            pipe.execute()
+    except Exception as exc:
+        log.warning("event=enqueue_failed submission_id=%s steps=%s error=%r",
+                    submission_id, ",".join(s.name for s in claimed), exc)
 
 
 def enqueue_ready(submission):
     """Queue every pending step whose dependencies are done. Commits."""
-    done = {s.name for s in submission.steps if s.done}
-    claimed = [
-        s for s in submission.steps
-        if s.status == "pending"
-        and set(STEP_BY_NAME[s.name].depends_on) <= done
-        and claim_for_queue(s)
-    ]
+    ready = ready_steps({s.name: s.status for s in submission.steps})
+    claimed = [s for s in submission.steps if s.name in ready and claim_for_queue(s)]
     db.session.commit()
-    for step_run in claimed:
-        try:
-            enqueue_step(step_run)
-        except Exception as exc:  # Redis away: the reconciler queues it once Redis is back
-            log.warning(
-                "event=enqueue_failed submission_id=%s step=%s error=%r",
-                submission.id, step_run.name, exc,
-            )
+    enqueue_claimed(submission.id, claimed)
     return claimed
 
 
@@ -250,37 +269,58 @@ def skip_remaining(submission, reason):
             record_step(step_run, "skipped", reason)
 
 
-def complete_if_done(submission_id):
-    """Mark the submission completed once every step is done; exactly one caller wins."""
+def complete_if_done(submission_id, submission=None):
+    """Mark the submission completed once every step is done; exactly one caller wins.
+    Commits."""
+    won = _complete(submission_id, submission)
+    db.session.commit()
+    return won
+
+
+def _complete(submission_id, submission=None):
     unfinished = exists().where(
         and_(StepRun.submission_id == submission_id,
-             StepRun.status.notin_(("succeeded", "skipped")))
+             StepRun.status.notin_(DONE_STATUSES))
     )
     won = db.session.execute(
         update(Submission)
         .where(Submission.id == submission_id,
                Submission.status.in_(("received", "processing")), ~unfinished)
         .values(status="completed", status_detail="All checks finished")
+        .execution_options(synchronize_session=False)
     ).rowcount
     if won:
-        submission = db.session.get(Submission, submission_id)
-        db.session.refresh(submission)
+        submission = submission or db.session.get(Submission, submission_id)
+        _written(submission, status="completed", status_detail="All checks finished")
         record_submission(submission, "completed", "All checks finished")
-    db.session.commit()
     return bool(won)
 
 
-def advance(submission):
-    """After a step finished (and committed): queue every step now ready, and mark the
-    submission completed once every step is done. Commits.
+def finish(step_run):
+    """After a step ended in success or skip (recorded, not committed): claim the steps it made
+    ready and complete the submission once every step is done, in the same transaction, then
+    queue what was claimed. Commits.
 
-    The steps are read once, after the finished step's commit. The completion check runs only
-    when that read finds every step done: of two last steps finishing at once, the one whose read
-    comes later sees both, and complete_if_done lets exactly one caller win."""
-    every_step_done = all(step_run.done for step_run in submission.steps)
-    enqueue_ready(submission)
-    if every_step_done:
-        complete_if_done(submission.id)
+    Every finishing step locks its submission's row first, so of two last steps finishing at
+    once the later one reads the other's outcome and completes the submission. (SQLite has no
+    row locks and needs none: its writers take turns, and the read comes after the write.)"""
+    submission = step_run.submission
+    db.session.execute(
+        db.select(Submission.id).filter_by(id=submission.id).with_for_update())
+    statuses = dict(db.session.execute(
+        db.select(StepRun.name, StepRun.status).filter_by(submission_id=submission.id)).all())
+    ready = ready_steps(statuses)
+    claimed = []
+    if ready:
+        waiting = db.session.execute(
+            db.select(StepRun).filter(StepRun.submission_id == submission.id,
+                                      StepRun.name.in_(ready))
+        ).scalars().all()
+        claimed = [s for s in waiting if claim_for_queue(s)]
+    elif all(status in DONE_STATUSES for status in statuses.values()):
+        _complete(submission.id, submission)
+    db.session.commit()
+    enqueue_claimed(submission.id, claimed)
 
 
 def start_processing(submission):
@@ -289,9 +329,15 @@ def start_processing(submission):
     won = db.session.execute(
         update(Submission)
         .where(Submission.id == submission.id, Submission.status == "received")
-        .values(status="processing")
+        .values(status="processing", status_detail="Checks are running")
+        .execution_options(synchronize_session=False)
     ).rowcount
     if won:
-        db.session.refresh(submission)
+        _written(submission, status="processing", status_detail="Checks are running")
         record_submission(submission, "processing", "Checks are running")
 
+
+def _written(submission, **values):
+    """What an UPDATE statement just wrote, set on the loaded row without writing it again."""
+    for name, value in values.items():
+        set_committed_value(submission, name, value)

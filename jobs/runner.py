@@ -4,8 +4,10 @@ progress, runs the step's own module and decides what comes next."""
 import importlib
 import logging
 import math
+from contextlib import contextmanager
 
 from rq import get_current_job
+from sqlalchemy.orm import joinedload
 
 from app import pipeline
 from app.extensions import db
@@ -20,10 +22,30 @@ def _perform(step_name):
 
 
 def run_step(submission_id, step_name):
+    with rows_kept_across_commits():
+        return _run_step(submission_id, step_name)
+
+
+@contextmanager
+def rows_kept_across_commits():
+    """The job's own rows stay loaded across its commits instead of being read again after
+    each one. The rows other processes change (the other steps) are read afresh where it
+    matters, in pipeline.finish."""
+    session = db.session()
+    kept = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        yield
+    finally:
+        session.expire_on_commit = kept
+
+
+def _run_step(submission_id, step_name):
     job = get_current_job()
     job_id = job.id if job else None
     step_run = db.session.execute(
         db.select(StepRun).filter_by(submission_id=submission_id, name=step_name)
+        .options(joinedload(StepRun.submission))
     ).scalar_one_or_none()
     if step_run is None:
         log.warning("event=step_missing submission_id=%s step=%s job_id=%s",
@@ -70,9 +92,8 @@ def run_step(submission_id, step_name):
     else:
         pipeline.record_step(step_run, "succeeded", detail or "Done")
     status = step_run.status
-    db.session.commit()
+    pipeline.finish(step_run)
     metrics.count_step(step_run)
-    pipeline.advance(submission)
     return status
 
 

@@ -1,5 +1,6 @@
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,8 +18,8 @@ from app.extensions import db, get_redis
 from app.models import OutboxEmail, StepRun, Submission
 from app.pipeline import QUEUES
 from app.services import mailer
-from tests.conftest import ROOT, run_jobs
-from tests.helpers import kill_tree, logged_in, only_submission, upload_form
+from tests.conftest import ROOT, process_env, run_jobs
+from tests.helpers import descendants, kill_tree, logged_in, only_submission, upload_form
 from tests.smtp import SmtpServer
 
 BESIDES_EMAIL = tuple(name for name in QUEUES if name != "email")
@@ -304,3 +305,35 @@ def test_worker_killed_mid_send_then_rerun_delivers_exactly_one_receipt(
     assert only_submission().status == "completed"
     [message] = smtp.messages
     assert message_id(message) == planned_message_id
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_worker_process_lets_the_receipt_being_sent_finish(
+        app, client, auth, world, smtp, tmp_path):
+    # A dyno stop signals every process of the worker at once, whatever its process group.
+    submission_id = submit_essay(client, auth, world)
+    smtp.hold("DATA")
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen([sys.executable, "worker.py", "email"], cwd=ROOT,
+                                  env=process_env(app, SMTP_URL=smtp.url), stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert smtp.stalled.wait(60), log_path.read_text()
+        for pid in [worker.pid, *descendants(worker.pid)]:
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(2)  # well inside a stop's grace period, and past RQ's one-second echo
+        assert worker.poll() is None, log_path.read_text()
+        smtp.release()
+        assert worker.wait(30) == 0, log_path.read_text()
+    finally:
+        if worker.poll() is None:
+            kill_tree(worker.pid)
+            worker.wait(10)
+
+    step = email_step(submission_id)
+    assert (step.status, step.attempts) == ("succeeded", 1), step.detail
+    assert step.detail == "Sent to alice@uni.test"
+    assert len(smtp.messages) == 1
+    assert only_submission().status == "completed"
+    assert Worker.all(connection=get_redis()) == []

@@ -10,6 +10,7 @@ file and the MAX_COMPARED most recent other submissions are compared.
 import hashlib
 import re
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 from app.extensions import db
@@ -21,6 +22,9 @@ MAX_TEXT = 500_000
 MAX_PDF_PAGES = 200
 MAX_COMPARED = 300
 TOP_MATCHES = 3
+# Shingles kept in a process, counted in shingles (some 60 bytes each): enough for every essay
+# of a large deadline, so each is read and cut up once per worker rather than once per check.
+MAX_CACHED_SHINGLES = 1_000_000
 # Documents stored inside office files (docx, odt), and the most we unpack of one.
 OFFICE_TEXT_MEMBERS = ("word/document.xml", "content.xml")
 MAX_OFFICE_XML = MAX_TEXT * 10
@@ -88,9 +92,37 @@ def submission_text(submission):
     return extract_text(submission.stored_path, submission.content_type, submission.filename)
 
 
+class ShingleCache:
+    """Shingles by the file's SHA-256 (stored files are content-addressed, so an entry never
+    goes stale), the least recently used dropped first past MAX_CACHED_SHINGLES."""
+
+    def __init__(self, limit=MAX_CACHED_SHINGLES):
+        self.limit = limit
+        self.entries = OrderedDict()
+        self.size = 0
+
+    def shingles(self, submission):
+        found = self.entries.get(submission.sha256)
+        if found is not None:
+            self.entries.move_to_end(submission.sha256)
+            return found
+        found = frozenset(shingles(submission_text(submission)))
+        self.entries[submission.sha256] = found
+        self.size += len(found)
+        while self.size > self.limit and len(self.entries) > 1:
+            _, dropped = self.entries.popitem(last=False)
+            self.size -= len(dropped)
+        return found
+
+
+cache = ShingleCache()
+
+
 def other_submissions(submission):
+    """The submissions to compare with: only the columns a comparison reads."""
     return db.session.execute(
-        db.select(Submission)
+        db.select(Submission.id, Submission.filename, Submission.stored_path,
+                  Submission.content_type, Submission.sha256)
         .where(
             Submission.assignment_id == submission.assignment_id,
             Submission.student_id != submission.student_id,
@@ -99,7 +131,7 @@ def other_submissions(submission):
         )
         .order_by(Submission.received_at.desc())
         .limit(MAX_COMPARED)
-    ).scalars().all()
+    ).all()
 
 
 def compare(submission):
@@ -116,7 +148,7 @@ def compare(submission):
     found_elsewhere = set()
     matches = []
     for other in others:
-        shared = mine & shingles(submission_text(other))
+        shared = mine & cache.shingles(other)
         if shared:
             found_elsewhere |= shared
             matches.append({"submission_id": other.id, "filename": other.filename,
