@@ -7,7 +7,9 @@ the upload page does. Measured: how long students waited for a receipt,
 how many were refused and later accepted, the time until every submission is `completed`, and
 that none was lost or doubled (one submission and exactly one receipt email per student).
 The baseline is the same spike against bench/inline_app.py (every step in the request, so no
-workers) on the same stack, with a new cohort.
+workers) on the same stack, with a new cohort. With `before=REV` (`python -m bench.spike
+--before REV`), the same spike also runs against the web and workers of commit REV (a git
+worktree) on the same stack, for a before/after in one run.
 """
 
 import json
@@ -17,7 +19,7 @@ import time
 
 from bench.report import Table
 from bench.seed import scanned_pdf, seed_cohort
-from bench.stack import ROOT, BenchError, Stack, percentile
+from bench.stack import ROOT, BenchError, Stack, percentile, plan_from
 from tests.smtp import SmtpServer
 
 QUICK = {"students": 60, "seconds": 5, "backlog": 60, "drain_seconds": 300}
@@ -31,31 +33,42 @@ FILE_BYTES = 50_000
 TERMINAL = ("completed", "rejected", "needs_attention")
 
 
-def run(quick, database, keep=False):
-    plan = QUICK if quick else FULL
+def run(quick, database, keep=False, before=None, inline=True, plan=None):
+    from bench.drain import worktree
+
+    plan = plan or (QUICK if quick else FULL)
+    variants = ["ours", *(["before"] if before else []), *(["inline"] if inline else [])]
     smtp = SmtpServer().start()
     try:
-        with Stack("spike", database=database, keep=keep) as stack:
+        with Stack("spike", database=database, keep=keep) as stack, \
+                worktree(before) as before_root:
             sample = stack.workdir / "essay.pdf"
             sample.write_bytes(scanned_pdf(FILE_BYTES))
             app = stack.app()
             results = {}
-            for variant in ("ours", "inline"):
+            for variant in variants:
                 with app.app_context():
                     cohort = seed_cohort(plan["students"])
                 print(f"  spike: {variant}, {plan['students']} students in {plan['seconds']} s …",
                       flush=True)
-                results[variant] = spike(stack, app, smtp, cohort, sample, variant, plan)
-            return [table(results, plan, database)]
+                results[variant] = spike(stack, app, smtp, cohort, sample, variant, plan,
+                                         before_root if variant == "before" else ROOT)
+            tables = []
+            if before:
+                tables.append(table(results, plan, database, "before",
+                                    f"worker.py at {before}"))
+            if inline:
+                tables.append(table(results, plan, database, "inline", "inline baseline"))
+            return tables
     finally:
         smtp.stop()
 
 
-def spike(stack, app, smtp, cohort, sample, variant, plan):
-    if variant == "ours":
-        web = stack.web("wsgi:app", name="web-ours", workers=2, SMTP_URL=smtp.url,
-                        INTAKE_MAX_BACKLOG=plan["backlog"])
-        workers = stack.workers(WORKERS, niceness=WORKER_NICENESS, SMTP_URL=smtp.url)
+def spike(stack, app, smtp, cohort, sample, variant, plan, root=ROOT):
+    if variant in ("ours", "before"):
+        web = stack.web("wsgi:app", name=f"web-{variant}", workers=2, root=root,
+                        SMTP_URL=smtp.url, INTAKE_MAX_BACKLOG=plan["backlog"])
+        workers = stack.workers(WORKERS, niceness=WORKER_NICENESS, root=root, SMTP_URL=smtp.url)
         stack.wait_for_workers(WORKERS)
         path = f"/api/v1/assignments/{cohort.assignment_id}/submissions"
     else:
@@ -147,14 +160,19 @@ def summarize(outcome, state, smtp, cohort):
         "doubled": sum(1 for count in state["per_student"].values() if count > 1),
         "until_all_done": (state["last_finished"] - outcome["wall_began"]
                            if state["last_finished"] else None),
+        "after_last_arrival": (state["last_finished"] - outcome["wall_began"]
+                               - max(r["started"] for r in records)
+                               if state["last_finished"] else None),
+        "fresh_waits": [r["answered"] - r["started"] for r in accepted
+                        if r["statuses"][0] not in (503, 429)],
         "wrong_emails": wrong_emails,
     }
 
 
-def table(results, plan, database):
-    ours, inline = results["ours"], results["inline"]
+def table(results, plan, database, baseline="inline", baseline_name="inline baseline"):
+    ours, inline = results["ours"], results[baseline]
     result = Table(f"Deadline spike, {plan['students']:,} students within {plan['seconds']} s "
-                   f"({database})", "queued (ours)", "inline baseline")
+                   f"({database})", "queued (ours)", baseline_name)
     result.add("uploads accepted", ours["accepted"], inline["accepted"], better=None)
     result.add("refused with 503/429, accepted on retry", ours["refused_then_accepted"],
                inline["refused_then_accepted"], better=None)
@@ -168,8 +186,12 @@ def table(results, plan, database):
                    "s")
     result.add("wait for the receipt max", max(ours["waits"], default=None),
                max(inline["waits"], default=None), "s")
+    result.add("receipt p99, uploads not refused first", percentile(ours["fresh_waits"], 0.99),
+               percentile(inline["fresh_waits"], 0.99), "s")
     result.add("time until every submission completed", ours["until_all_done"],
                inline["until_all_done"], "s")
+    result.add("  of which after the last arrival", ours["after_last_arrival"],
+               inline["after_last_arrival"], "s")
     result.add("submissions completed", ours["completed"], inline["completed"], better=None)
     result.add("recorded but never completed", ours["not_completed"]
                + ours["accepted_missing"], inline["not_completed"] + inline["accepted_missing"],
@@ -181,10 +203,36 @@ def table(results, plan, database):
                 f"{WORKERS} worker.py processes at nice {WORKER_NICENESS}; "
                 f"{FILE_BYTES // 1000} KB scanned-PDF uploads; "
                 "retries follow Retry-After with backoff, up to 8 attempts, as the upload page")
-    for name, figures in (("ours", ours), ("inline", inline)):
+    for name, figures in (("ours", ours), (baseline, inline)):
         if figures["failure_statuses"]:
             result.note(f"{name}: statuses other than accepted: {figures['failure_statuses']}")
     result.note("waits run from the student pressing submit to the receipt, retries included; "
                 "'time until every submission completed' runs from the first upload to the last "
                 "step finished")
     return result
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.spike")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--students", type=int)
+    parser.add_argument("--seconds", type=int)
+    parser.add_argument("--backlog", type=int)
+    parser.add_argument("--before", metavar="REV")
+    parser.add_argument("--no-inline", action="store_true")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="postgres")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args(argv)
+    plan = plan_from(args, QUICK if args.quick else FULL, ("students", "seconds", "backlog"))
+    print(f"python -m bench.spike {' '.join(argv if argv is not None else sys.argv[1:])}",
+          flush=True)
+    for result in run(args.quick, args.database, keep=args.keep, before=args.before,
+                      inline=not args.no_inline, plan=plan):
+        print(result.render() + "\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

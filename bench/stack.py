@@ -70,6 +70,15 @@ def child_pids(pid):
     return found
 
 
+def plan_from(args, defaults, keys):
+    """A benchmark's sizes: its quick or full plan, with what the command line set; logs only
+    warnings, so the figures stand out."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    return {**defaults, **{key: getattr(args, key) for key in keys if getattr(args, key)}}
+
+
 def percentile(values, fraction):
     """Nearest-rank percentile; None for no values."""
     if not values:
@@ -272,7 +281,7 @@ class Stack:
         env.update({key: str(value) for key, value in extra.items()})
         return env
 
-    def _spawn(self, name, command, env, stop_signal, niceness=0):
+    def _spawn(self, name, command, env, stop_signal, niceness=0, root=ROOT):
         log_path = self.workdir / f"{name}.log"
         log = open(log_path, "ab")
 
@@ -280,27 +289,29 @@ class Stack:
             raise_open_files()
             os.nice(niceness)
 
-        child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+        child = subprocess.Popen(command, cwd=root, env=env, stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True,
                                  preexec_fn=prepare)
         self.children.append((child, stop_signal, log))
         return child, log_path
 
-    def web(self, wsgi="wsgi:app", name="web", workers=2, connections=2000, **env):
-        """gunicorn as the Procfile's web line runs it, on a free port of 127.0.0.1."""
+    def web(self, wsgi="wsgi:app", name="web", workers=2, connections=2000, root=ROOT, **env):
+        """gunicorn as the Procfile's web line runs it, on a free port of 127.0.0.1; `root` is
+        the checkout it runs from (another commit's, for a before/after)."""
         port = free_port()
         env = self.env(PORT=port, WEB_CONCURRENCY=workers, WEB_CONNECTIONS=connections, **env)
         # SIGINT is gunicorn's quick shutdown: held event streams would stall a graceful one.
         child, log = self._spawn(name, [
             sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
             "--bind", f"127.0.0.1:{port}", wsgi,
-        ], env=env, stop_signal=signal.SIGINT)
+        ], env=env, stop_signal=signal.SIGINT, root=root)
         return Web(child, port, log).wait_until_up()
 
-    def workers(self, count, queues=(), niceness=0, **env):
+    def workers(self, count, queues=(), niceness=0, root=ROOT, **env):
         return [
             self._spawn(f"worker{index}", [sys.executable, "worker.py", *queues],
-                        env=self.env(**env), stop_signal=signal.SIGTERM, niceness=niceness)[0]
+                        env=self.env(**env), stop_signal=signal.SIGTERM, niceness=niceness,
+                        root=root)[0]
             for index in range(count)
         ]
 
