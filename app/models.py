@@ -178,7 +178,9 @@ STEP_STATUSES = ("pending", "queued", "running", "retrying", "succeeded", "faile
 class Submission(db.Model):
     __tablename__ = "submissions"
     __table_args__ = (
-        UniqueConstraint("student_id", "idempotency_key"),
+        # A key names one upload to one assignment; another assignment may reuse it.
+        UniqueConstraint("student_id", "assignment_id", "idempotency_key",
+                         name="uq_submissions_student_assignment_key"),
         Index("ix_submissions_assignment_student", "assignment_id", "student_id"),
     )
 

@@ -142,6 +142,10 @@ DOCUMENT = {
                 "parameters": [
                     {**ID_PARAM, "name": "assignment_id"},
                     {"in": "header", "name": "Idempotency-Key", "required": False,
+                     "description": "Names this upload to this assignment: resending it here "
+                                    "returns the first submission, with Idempotent-Replayed: "
+                                    "true. The same key sent to another assignment is a new "
+                                    "upload there.",
                      "schema": {"type": "string", "maxLength": 100}},
                 ],
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -149,7 +153,11 @@ DOCUMENT = {
                     "properties": {"file": {"type": "string", "format": "binary"}},
                 }}}},
                 "responses": {
-                    "202": _json(_ref("Submission"), "Accepted; processing continues"),
+                    "202": {**_json(_ref("Submission"), "Accepted; processing continues"),
+                            "headers": {"Idempotent-Replayed": {
+                                "description": "true when an earlier upload with this "
+                                               "Idempotency-Key is returned",
+                                "schema": {"type": "string", "enum": ["true"]}}}},
                     **_error_responses(400, 401, 403, 404, 413, 415, 429, 503),
                 },
             }

@@ -62,11 +62,13 @@ def check_readable_form(request):
                           "or its file name is not valid UTF-8. Please try again.")
 
 
-def find_by_key(student, key):
+def find_by_key(student, assignment, key):
+    """The upload this key already recorded for this assignment; a key is scoped to one."""
     if not key:
         return None
     return db.session.execute(
-        db.select(Submission).filter_by(student_id=student.id, idempotency_key=key)
+        db.select(Submission).filter_by(student_id=student.id, assignment_id=assignment.id,
+                                        idempotency_key=key)
     ).scalar_one_or_none()
 
 
@@ -87,8 +89,8 @@ def accept_upload(student, assignment, upload, idempotency_key=None):
     if idempotency_key is not None and len(idempotency_key) > 100:
         raise IntakeError(400, "bad_idempotency_key",
                           "Idempotency-Key may be at most 100 characters.")
-    existing = find_by_key(student, idempotency_key)
-    if existing is not None and existing.assignment_id == assignment.id:
+    existing = find_by_key(student, assignment, idempotency_key)
+    if existing is not None:
         return existing, False
     check_open(assignment, received_at)
     check_capacity(student)
@@ -131,10 +133,11 @@ def accept_upload(student, assignment, upload, idempotency_key=None):
         Path(path).unlink(missing_ok=True)
         raise
     except IntegrityError:
-        # The same Idempotency-Key arrived twice at once: the other request recorded it.
+        # The same upload (key and assignment) arrived twice at once: the other request
+        # recorded it. Any other conflict is an error, never another upload's receipt.
         db.session.rollback()
         Path(path).unlink(missing_ok=True)
-        existing = find_by_key(student, idempotency_key)
+        existing = find_by_key(student, assignment, idempotency_key)
         if existing is None:
             raise
         return existing, False
