@@ -2,10 +2,13 @@
 colleague's marking page follows the marking as it happens, in real Chromium against gunicorn
 and a real worker."""
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login
 from tests.test_grades import submission_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 LIVE_WAIT_MS = 15_000
 
