@@ -55,8 +55,8 @@ def measure(stack, jobs, jobs_per_process):
         while True:
             done = db.session.scalar(
                 db.select(db.func.count()).select_from(StepRun)
-                .where(StepRun.submission_id.in_(ids), StepRun.status.in_(("succeeded",
-                                                                          "skipped"))))
+                .where(StepRun.submission_id.in_(ids), StepRun.name.in_(STEPS),
+                       StepRun.status.in_(("succeeded", "skipped"))))
             db.session.remove()
             if process.poll() is not None:
                 raise BenchError(f"worker exited:\n{log_tail(log)}")

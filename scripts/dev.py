@@ -138,7 +138,9 @@ def run(_args):
         flask(env, "db", "upgrade")
         flask(env, "seed-demo")
         processes = read_procfile()
-        for name in ("web", "worker", "scheduler"):
+        # A worker keeps one core busy with the pipeline's own work: one per core.
+        workers = max(1, os.cpu_count() or 1)
+        for name in ("web", *(["worker"] * workers), "scheduler"):
             say(f"starting {name}: {processes[name]}")
             children.append((name, subprocess.Popen(
                 ["bash", "-c", f"exec {processes[name]}"], env=env, cwd=ROOT,

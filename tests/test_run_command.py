@@ -8,7 +8,9 @@ import sys
 import time
 
 import pytest
+import redis
 import requests
+from rq import Worker
 
 from tests.conftest import ROOT
 from tests.services import free_port
@@ -74,6 +76,9 @@ def test_run_serves_the_page_and_a_demo_upload_completes(redis_server, tmp_path)
         body = wait_for(completed, 90, f"not completed: {log_path.read_text()[-3000:]}")
         scan = next(step for step in body["steps"] if step["name"] == "scan")
         assert "No threats found" in scan["detail"]
+        # One worker per core of the machine.
+        workers = Worker.all(connection=redis.Redis.from_url(env["REDIS_URL"]))
+        assert len(workers) == os.cpu_count(), log_path.read_text()[-3000:]
     finally:
         os.killpg(run.pid, signal.SIGINT)
         try:
