@@ -175,6 +175,10 @@ SUBMISSION_STATUSES = ("received", "processing", "completed", "rejected", "needs
 STEP_STATUSES = ("pending", "queued", "running", "retrying", "succeeded", "failed", "skipped")
 
 
+# A step in either of these needs nothing more.
+DONE_STATUSES = ("succeeded", "skipped")
+
+
 class Submission(db.Model):
     __tablename__ = "submissions"
     __table_args__ = (
@@ -247,7 +251,7 @@ class StepRun(db.Model):
 
     @property
     def done(self):
-        return self.status in ("succeeded", "skipped")
+        return self.status in DONE_STATUSES
 
     @property
     def duration(self):

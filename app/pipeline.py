@@ -15,7 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.events.publisher import emit, submission_topics
 from app.extensions import db, get_redis
-from app.models import StepRun, Submission, utcnow
+from app.models import DONE_STATUSES, StepRun, Submission, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ FORKED_QUEUES = ("media",)
 INTAKE_QUEUES = ("scan", "store")
 
 FAILED_JOB_TTL = 30 * 24 * 3600
-DONE_STATUSES = ("succeeded", "skipped")
 
 
 class StepSkipped(Exception):
@@ -269,10 +268,10 @@ def skip_remaining(submission, reason):
             record_step(step_run, "skipped", reason)
 
 
-def complete_if_done(submission_id, submission=None):
+def complete_if_done(submission_id):
     """Mark the submission completed once every step is done; exactly one caller wins.
     Commits."""
-    won = _complete(submission_id, submission)
+    won = _complete(submission_id)
     db.session.commit()
     return won
 

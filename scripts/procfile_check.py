@@ -12,7 +12,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ VENVS = ROOT / ".cache" / "procfile-venv"
 sys.path.insert(0, str(ROOT))
 
 from scripts import clamd_local  # noqa: E402
+from scripts.dev import answers, free_port  # noqa: E402
+from scripts.dev import read_procfile as procfile_lines  # noqa: E402
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SERVICES = ("web", "worker", "scheduler")
@@ -53,26 +54,8 @@ def say(message):
     print(f"[procfile-check {time.monotonic() - STARTED:6.1f}s] {message}", flush=True)
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def answers(port, timeout=0.5):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def read_procfile():
-    processes = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if command.strip():
-            processes[name.strip()] = command.strip()
+    processes = procfile_lines()
     missing = [name for name in ("release", *SERVICES) if name not in processes]
     if missing:
         raise CheckFailed(f"the Procfile has no {', '.join(missing)} line")
@@ -196,7 +179,7 @@ def start_redis(stack):
                                     "--save", "", "--appendonly", "no", "--dir", str(workdir)],
                           os.environ)
     deadline = time.monotonic() + 15
-    while not answers(port):
+    while not answers("127.0.0.1", port):
         if process.poll() is not None or time.monotonic() > deadline:
             raise CheckFailed(f"redis-server did not start on 127.0.0.1:{port}")
         time.sleep(0.05)
@@ -229,7 +212,7 @@ def postgres(venv, sql):
 
 
 def choose_database(stack, venv):
-    if answers(5432):
+    if answers("127.0.0.1", 5432):
         name = f"procfile_check_{uuid.uuid4().hex[:12]}"
         created = postgres(venv, f"CREATE DATABASE {name}")
         if created.returncode == 0:
