@@ -1,11 +1,11 @@
 """An RQ worker inside the app context: `python worker.py [queue ...]` (default: every queue).
 
 Jobs run in the worker's own process, one after the other, on the database connection and the
-modules it keeps: no fork and no new connection per job. The exception is the queues in
-pipeline.FORKED_QUEUES (previews: Pillow and pdfium, C code that a timeout alarm cannot
-interrupt), whose jobs each run in a forked work horse that RQ kills at its timeout. After
-WORKER_JOBS_PER_PROCESS jobs the worker starts afresh (the same process, re-executed), so
-whatever a job leaves behind cannot add up.
+modules it keeps: no fork and no new connection per job. RQ's alarm stops a job at its
+timeout; previews, whose C code (Pillow, pdfium) an alarm cannot interrupt, are drawn in a
+child process the worker keeps and kills at the preview's timeout
+(app/services/preview_process.py). After WORKER_JOBS_PER_PROCESS jobs the worker starts afresh
+(the same process, re-executed), so whatever a job leaves behind cannot add up.
 
 SIGTERM (Heroku's stop signal, sent to every process of the dyno) lets the current job finish,
 then exits; a second one, a second or more later, stops at once and the reconciler re-queues
@@ -27,7 +27,7 @@ from rq.worker import WorkerStatus
 
 from app import create_app
 from app.extensions import db, get_redis
-from app.pipeline import FORKED_QUEUES, QUEUES, STEPS
+from app.pipeline import QUEUES, STEPS
 from jobs.redis_outage import MAX_DELAY, REDIS_DOWN, wait_for_redis
 
 # Heartbeats this often, so the reconciler can tell a dead worker within a minute.
@@ -93,19 +93,7 @@ class OutageTolerantWorker(Worker):
             self._scheduler_unstarted = True
 
     def execute_job(self, job, queue):
-        if queue.name not in FORKED_QUEUES:
-            self.execute_in_process(job, queue)
-            return
-        try:
-            super().execute_job(job, queue)
-        except REDIS_DOWN as error:
-            # The horse runs on; once Redis answers it is watched again as before (heartbeats,
-            # the timeout backstop), so the reconciler does not take it for dead and run the
-            # step twice. A step whose outcome Redis lost is re-queued by the reconciler.
-            log.warning("event=redis_lost_during_job worker=%s job_id=%s", self.name, job.id)
-            self.monitor_through_outage(job, queue, error)
-            self.heartbeat()
-            self.set_state(WorkerStatus.IDLE)
+        self.execute_in_process(job, queue)
 
     def execute_in_process(self, job, queue):
         """RQ's SimpleWorker way, with the heartbeats a forking worker sends while its horse
@@ -132,19 +120,6 @@ class OutageTolerantWorker(Worker):
     def request_stop(self, signum, frame):
         self.stopping = True
         super().request_stop(signum, frame)
-
-    def monitor_through_outage(self, job, queue, error):
-        while self.horse_pid:
-            who = f"process=worker worker={self.name} job_id={job.id}"
-            if not wait_for_redis(self.connection, who, error,
-                                  stopping=lambda: self._stop_requested):
-                self.wait_for_horse()  # a stop lets the job finish, as RQ's warm shutdown
-                return
-            try:
-                self.monitor_work_horse(job, queue)
-                return
-            except REDIS_DOWN as again:
-                error = again
 
     def set_shutdown_requested_date(self):
         # Called by the SIGTERM handler, which must stop a busy worker during an outage too.
@@ -193,7 +168,7 @@ class JobHeartbeats:
 
 
 # Every module an RQ job of ours names or runs, imported once as the worker starts (Pillow,
-# pdfium, requests...), never per job or per forked work horse.
+# pdfium, requests...), never per job or per fresh start.
 JOB_MODULES = ("jobs.runner", *(f"jobs.{step.name}" for step in STEPS),
                "jobs.grades", "jobs.rollup", "jobs.maintenance")
 
@@ -207,7 +182,7 @@ def build_worker(queue_names, preload=True):
     """The worker of `python worker.py`, inside the current app context."""
     if preload:
         preload_job_modules()
-    # A forked work horse must not share the parent's database connections.
+    # A forked child (RQ's scheduler) must not share the worker's database connections.
     os.register_at_fork(after_in_child=lambda: db.engine.dispose(close=False))
     return OutageTolerantWorker(
         queue_names or QUEUES,

@@ -55,9 +55,6 @@ STEP_BY_NAME = {step.name: step for step in STEPS}
 # Grade releases next: a few short jobs that students are waiting to see, whatever is queued.
 PIPELINE_QUEUES = ("scan", "store", "email", "external", "media")
 QUEUES = ("maintenance", "grades", *PIPELINE_QUEUES)
-# Queues whose jobs each run in a forked work horse that RQ can kill at the job's timeout: C code
-# (Pillow, pdfium) holds on past the alarm that stops a job run in the worker's own process.
-FORKED_QUEUES = ("media",)
 # The queues a new submission goes through one after the other; intake's back pressure reads them.
 INTAKE_QUEUES = ("scan", "store")
 
