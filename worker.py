@@ -27,8 +27,9 @@ from rq.worker import WorkerStatus
 
 from app import create_app
 from app.extensions import db, get_redis
-from app.pipeline import QUEUES, STEPS
+from app.pipeline import QUEUES, STEP_BY_NAME, STEPS
 from jobs.redis_outage import MAX_DELAY, REDIS_DOWN, wait_for_redis
+from jobs.runner import serving
 
 # Heartbeats this often, so the reconciler can tell a dead worker within a minute.
 WORKER_TTL = 30
@@ -103,7 +104,8 @@ class OutageTolerantWorker(Worker):
         try:
             self.prepare_execution(job)
             beats.start()
-            self.perform_job(job, queue)
+            with serving(self.queue_names()):
+                self.perform_job(job, queue)
         except REDIS_DOWN as error:
             # The step's own outcome is in the database; the reconciler re-queues a step whose
             # job Redis lost, and a step already done is not run again.
@@ -180,12 +182,16 @@ def preload_job_modules():
 
 def build_worker(queue_names, preload=True):
     """The worker of `python worker.py`, inside the current app context."""
+    queue_names = queue_names or QUEUES
     if preload:
         preload_job_modules()
+        if STEP_BY_NAME["thumbnail"].queue in queue_names:
+            # Ready before the first preview instead of starting as it waits.
+            importlib.import_module("jobs.thumbnail").PREVIEWS.start()
     # A forked child (RQ's scheduler) must not share the worker's database connections.
     os.register_at_fork(after_in_child=lambda: db.engine.dispose(close=False))
     return OutageTolerantWorker(
-        queue_names or QUEUES,
+        queue_names,
         connection=get_redis(),
         worker_ttl=WORKER_TTL,
         job_monitoring_interval=JOB_MONITORING_INTERVAL,

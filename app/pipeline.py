@@ -7,6 +7,7 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from flask import current_app
 from rq import Queue, Retry
@@ -30,6 +31,9 @@ class Step:
     backoff: float  # seconds before the first retry; doubles each time, with jitter
     depends_on: tuple[str, ...] = ()
     max_backoff: float = 600  # the longest wait between two attempts, before jitter
+    # Runs straight on, in the job of the step that made it ready, when that job's worker
+    # serves its queue: the submission's own work, not a wait on an outside system.
+    inline: bool = False
 
 
 # Every step that talks to a service keeps trying through an outage of several minutes
@@ -38,15 +42,15 @@ class Step:
 STEPS = (
     Step("scan", "Virus scan", "scan", timeout=120, max_attempts=20, backoff=5, max_backoff=60),
     Step("store", "Safe storage", "store", timeout=120, max_attempts=6, backoff=5,
-         depends_on=("scan",)),
+         depends_on=("scan",), inline=True),
     Step("plagiarism", "Similarity check", "external", timeout=900, max_attempts=8, backoff=30,
          depends_on=("store",)),
     Step("admin_sync", "Student records", "external", timeout=60, max_attempts=8, backoff=15,
          depends_on=("store",)),
     Step("email", "Receipt email", "email", timeout=60, max_attempts=8, backoff=15,
-         depends_on=("store",)),
+         depends_on=("store",), inline=True),
     Step("thumbnail", "Preview", "media", timeout=120, max_attempts=4, backoff=5,
-         depends_on=("store",)),
+         depends_on=("store",), inline=True),
 )
 STEP_BY_NAME = {step.name: step for step in STEPS}
 
@@ -144,23 +148,33 @@ def submission_payload(submission):
 
 
 def record_step(step_run, status, detail, error=None):
-    step_run.status = status
-    step_run.detail = detail
+    for name, value in step_values(status, detail, error).items():
+        setattr(step_run, name, value)
+    _announce(step_run)
+
+
+def step_values(status, detail, error=None):
+    """The columns a step's move to `status` writes."""
+    values = {"status": status, "detail": detail}
     if error is not None:
-        step_run.last_error = error
+        values["last_error"] = error
     now = utcnow()
     if status == "running":
-        step_run.started_at = now
-        step_run.finished_at = None
+        values.update(started_at=now, finished_at=None)
     elif status in ("succeeded", "failed", "skipped"):
-        step_run.finished_at = now
+        values["finished_at"] = now
     elif status == "queued":
-        step_run.queued_at = now
+        values["queued_at"] = now
+    return values
+
+
+def _announce(step_run):
+    """The step as it now stands, as an event on its submission's topics and a log line."""
     submission = step_run.submission
     emit("step", step_payload(step_run), submission_topics(submission), submission.id)
     log.info(
         "event=step submission_id=%s step=%s status=%s attempts=%s job_id=%s",
-        submission.id, step_run.name, status, step_run.attempts, step_run.job_id,
+        submission.id, step_run.name, step_run.status, step_run.attempts, step_run.job_id,
     )
 
 
@@ -172,22 +186,55 @@ def record_submission(submission, status, detail=""):
     log.info("event=submission submission_id=%s status=%s", submission.id, status)
 
 
-def claim_for_queue(step_run, from_statuses=("pending",)):
-    """Atomically move a step to queued; False when another process got there first."""
-    job_id = uuid.uuid4().hex
+def claim_for_queue(step_run, from_statuses=("pending",), job_id=None):
+    """Atomically move a step to queued; None when another process got there first, else the
+    id of the job that is to run it."""
+    job_id = job_id or new_job_id()
+    queued = {"job_id": job_id, **step_values("queued", "Waiting for a worker")}
+    if not _claim(step_run, from_statuses, queued):
+        return None
+    _announce(step_run)
+    return job_id
+
+
+def claim_to_run(step_run, job_id):
+    """Atomically move a pending step to running in the job `job_id` (queued and started in
+    one write, each announced); False when another process got there first."""
+    queued = {"job_id": job_id, **step_values("queued", "Waiting for a worker")}
+    attempts = step_run.attempts + 1
+    running = {"attempts": attempts,
+               **step_values("running", f"Running (attempt {attempts})")}
+    if not _claim(step_run, ("pending",), {**queued, **running}):
+        return False
+    _written(step_run, **queued, attempts=attempts - 1)
+    _announce(step_run)
+    _written(step_run, **running)
+    _announce(step_run)
+    return True
+
+
+def _claim(step_run, from_statuses, values):
     claimed = db.session.execute(
         update(StepRun)
         .where(StepRun.id == step_run.id, StepRun.status.in_(from_statuses))
-        .values(status="queued", job_id=job_id)
+        .values(**values)
         .execution_options(synchronize_session=False)
     ).rowcount
-    if not claimed:
-        return None
-    # The row now holds what the UPDATE wrote: no need to read it back.
-    set_committed_value(step_run, "status", "queued")
-    set_committed_value(step_run, "job_id", job_id)
-    record_step(step_run, "queued", "Waiting for a worker")
-    return job_id
+    if claimed:
+        # The row now holds what the UPDATE wrote: no need to read it back.
+        _written(step_run, **values)
+    return bool(claimed)
+
+
+def new_job_id():
+    return uuid.uuid4().hex
+
+
+def start_step(step_run, job_id):
+    """The step's attempt begins, in `job_id` (recorded, not committed)."""
+    step_run.attempts += 1
+    step_run.job_id = job_id or step_run.job_id
+    record_step(step_run, "running", f"Running (attempt {step_run.attempts})")
 
 
 def ready_steps(statuses):
@@ -198,12 +245,25 @@ def ready_steps(statuses):
 
 
 def enqueue_step(step_run, pipe=None):
+    _enqueue(step_run, retry_delays(STEP_BY_NAME[step_run.name]), pipe=pipe)
+
+
+def enqueue_retry(step_run, wait, retries_left):
+    """Schedule the next attempt of a step that failed where no job of its own carried it
+    (run on in another step's job): a job `wait` seconds from now, with the step's remaining
+    retries. Redis away: the reconciler queues the step once it is back."""
+    delays = retry_delays(STEP_BY_NAME[step_run.name])[-(retries_left - 1):] \
+        if retries_left > 1 else []
+    try:
+        _enqueue(step_run, delays, wait=wait)
+    except Exception as exc:
+        log.warning("event=enqueue_failed submission_id=%s steps=%s error=%r",
+                    step_run.submission_id, step_run.name, exc)
+
+
+def _enqueue(step_run, delays, pipe=None, wait=None):
     step = STEP_BY_NAME[step_run.name]
-    delays = retry_delays(step)
-    queue(step.queue).enqueue(
-        "jobs.runner.run_step",
-        step_run.submission_id,
-        step.name,
+    options = dict(
         job_id=step_run.job_id,
         job_timeout=step.timeout,
         retry=Retry(max=len(delays), interval=delays) if delays else None,
@@ -213,6 +273,12 @@ def enqueue_step(step_run, pipe=None):
         meta={"submission_id": step_run.submission_id, "step": step.name},
         pipeline=pipe,
     )
+    rq_queue = queue(step.queue)
+    if wait:
+        rq_queue.enqueue_in(timedelta(seconds=wait), "jobs.runner.run_step",
+                            step_run.submission_id, step.name, **options)
+    else:
+        rq_queue.enqueue("jobs.runner.run_step", step_run.submission_id, step.name, **options)
 
 
 def enqueue_claimed(submission_id, claimed):
@@ -292,10 +358,12 @@ def _complete(submission_id, submission=None):
     return bool(won)
 
 
-def finish(step_run):
+def finish(step_run, job_id=None, serving=()):
     """After a step ended in success or skip (recorded, not committed): claim the steps it made
     ready and complete the submission once every step is done, in the same transaction, then
-    queue what was claimed. Commits.
+    queue what was claimed. Commits. Returns the steps claimed to run on in job `job_id`,
+    already started: the inline ones whose queue is among `serving`, the queues of the worker
+    running that job.
 
     Every finishing step locks its submission's row first, so of two last steps finishing at
     once the later one reads the other's outcome and completes the submission. (SQLite has no
@@ -306,17 +374,25 @@ def finish(step_run):
     statuses = dict(db.session.execute(
         db.select(StepRun.name, StepRun.status).filter_by(submission_id=submission.id)).all())
     ready = ready_steps(statuses)
-    claimed = []
+    queued, run_on = [], []
     if ready:
         waiting = db.session.execute(
             db.select(StepRun).filter(StepRun.submission_id == submission.id,
                                       StepRun.name.in_(ready))
+            .order_by(StepRun.position).execution_options(populate_existing=True)
         ).scalars().all()
-        claimed = [s for s in waiting if claim_for_queue(s)]
+        for waiting_step in waiting:
+            step = STEP_BY_NAME[waiting_step.name]
+            if job_id and step.inline and step.queue in serving:
+                if claim_to_run(waiting_step, job_id):
+                    run_on.append(waiting_step)
+            elif claim_for_queue(waiting_step):
+                queued.append(waiting_step)
     elif all(status in DONE_STATUSES for status in statuses.values()):
         _complete(submission.id, submission)
     db.session.commit()
-    enqueue_claimed(submission.id, claimed)
+    enqueue_claimed(submission.id, queued)
+    return run_on
 
 
 def start_processing(submission):
@@ -333,7 +409,7 @@ def start_processing(submission):
         record_submission(submission, "processing", "Checks are running")
 
 
-def _written(submission, **values):
+def _written(row, **values):
     """What an UPDATE statement just wrote, set on the loaded row without writing it again."""
     for name, value in values.items():
-        set_committed_value(submission, name, value)
+        set_committed_value(row, name, value)

@@ -1,6 +1,5 @@
 from flask import current_app
 
-from app.extensions import db
 from app.pipeline import STEP_BY_NAME, StepSkipped
 from app.services import thumbnails
 from app.services.preview_process import PreviewProcess
@@ -21,5 +20,4 @@ def perform(submission, step_run):
         # The file itself stands; only its picture is missing, and a retry would draw nothing.
         raise StepSkipped(f"No preview: {reason}.") from None
     submission.thumbnail_path = str(target)
-    db.session.commit()
     return f"Preview ready ({kind})"

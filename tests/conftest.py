@@ -19,6 +19,7 @@ from app.events.hub import stop_hub  # noqa: E402
 from app.extensions import db, get_redis  # noqa: E402
 from app.models import Assignment, Course, Enrollment, User, utcnow  # noqa: E402
 from app.pipeline import QUEUES  # noqa: E402
+from jobs.runner import serving  # noqa: E402
 from tests.services import RedisServer, postgres_admin_url  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,7 +196,10 @@ def world(app):
 def run_jobs(queues=QUEUES):
     """Process every queued job in this process, as a worker would, until the queues are empty."""
     worker = SimpleWorker(list(queues), connection=get_redis())
-    worker.work(burst=True, logging_level="WARNING")
+    # As worker.py does: a step runs on in the job that made it ready where this worker
+    # serves its queue.
+    with serving(queues):
+        worker.work(burst=True, logging_level="WARNING")
     db.session.remove()
 
 

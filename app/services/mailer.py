@@ -68,11 +68,12 @@ def outbox_row(key, to, subject, body, domain="submissions.local"):
         return row
     # Unique across deployments, yet stable: every resend of this row carries the same id.
     message_id = make_msgid(idstring=key.replace(":", "-"), domain=domain)
-    db.session.add(OutboxEmail(dedupe_key=key, to=to, subject=subject, body=body,
-                               message_id=message_id))
+    row = OutboxEmail(dedupe_key=key, to=to, subject=subject, body=body, message_id=message_id)
+    db.session.add(row)
     try:
         db.session.commit()
-    except IntegrityError:
+        return row
+    except IntegrityError:  # another run of the same step created it first
         db.session.rollback()
     return db.session.execute(db.select(OutboxEmail).filter_by(dedupe_key=key)).scalar_one()
 

@@ -40,7 +40,7 @@ class PreviewProcess:
     def render(self, path, content_type, filename, target, timeout):
         """thumbnails.render in the child: returns the kind of preview, raises NoPreview as it
         does, PreviewTimeout after `timeout` seconds, PreviewFailed for anything else."""
-        connection = self._started()
+        connection = self.start()
         try:
             connection.send((str(path), content_type, filename, str(target)))
             if not connection.poll(timeout):
@@ -72,7 +72,8 @@ class PreviewProcess:
         self.process = self._connection = None
         self._renders = 0
 
-    def _started(self):
+    def start(self):
+        """The child, started if it is not running; returns the connection to it."""
         if self.process is not None and self.process.poll() is None:
             return self._connection
         self.stop()
