@@ -85,6 +85,9 @@ def report(plan, database, rates, walls, before):
         table.note(f"worker.py at {before}: {then:.1f} jobs/s, {then / stock:.2f}x stock; "
                    f"now/then {ours / then:.2f}x; wall "
                    f"{statistics.median(walls['before']):.1f} s")
+    paired = statistics.median(o / b for o, b in zip(rates["ours"], rates["stock"], strict=True))
+    table.note(f"median of the rounds' own ratios (each pair ran back to back, so a load that "
+               f"drifts between rounds weighs less): {paired:.2f}x")
     for variant, values in rates.items():
         table.note(f"{variant} rounds: " + ", ".join(f"{value:.1f}" for value in values)
                    + " jobs/s")
