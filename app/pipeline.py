@@ -120,11 +120,29 @@ def backlog():
         return None
 
 
-def create_steps(submission):
+def create_steps(submission, queue_first=False):
+    """The submission's step rows, pending. With `queue_first`, the steps with nothing to wait
+    for are created queued instead, each for a job of its own: returned, to be announced
+    (`announce`) once the rows have ids and handed to Redis (`enqueue_claimed`) once
+    committed."""
     submission.steps = [
         StepRun(name=step.name, position=index, status="pending")
         for index, step in enumerate(STEPS)
     ]
+    if not queue_first:
+        return []
+    first = set(ready_steps({step.name: "pending" for step in STEPS}))
+    queued = [step_run for step_run in submission.steps if step_run.name in first]
+    for step_run in queued:
+        step_run.job_id = new_job_id()
+        for name, value in step_values("queued", "Waiting for a worker").items():
+            setattr(step_run, name, value)
+    return queued
+
+
+def announce(step_runs):
+    for step_run in step_runs:
+        _announce(step_run)
 
 
 def step_payload(step_run):

@@ -127,8 +127,8 @@ def accept_upload(student, assignment, upload, idempotency_key=None):
                 415, "type_mismatch",
                 f"The file's content is not a .{ext} file; check you chose the right file.",
             )
-        submission = _record(student, assignment, filename, ext, path, size, sha256,
-                             received_at, idempotency_key)
+        submission, queued = _record(student, assignment, filename, ext, path, size, sha256,
+                                     received_at, idempotency_key)
     except IntakeError:
         Path(path).unlink(missing_ok=True)
         raise
@@ -148,7 +148,7 @@ def accept_upload(student, assignment, upload, idempotency_key=None):
 
     log.info("event=received submission_id=%s student_id=%s size=%s late=%s",
              submission.id, student.id, size, submission.late)
-    pipeline.enqueue_ready(submission)
+    pipeline.enqueue_claimed(submission.id, queued)
     metrics.count_intake("accepted")
     return submission, True
 
@@ -168,10 +168,12 @@ def _record(student, assignment, filename, ext, path, size, sha256, received_at,
         status_detail="Received; checks will start shortly",
         idempotency_key=key or None,
     )
-    pipeline.create_steps(submission)
+    # Recorded with its first step already queued, in one transaction.
+    queued = pipeline.create_steps(submission, queue_first=True)
     db.session.add(submission)
     db.session.flush()
     emit("submission", pipeline.submission_payload(submission), submission_topics(submission),
          submission.id)
+    pipeline.announce(queued)
     db.session.commit()
-    return submission
+    return submission, queued
