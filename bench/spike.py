@@ -84,7 +84,7 @@ def spike(stack, app, smtp, cohort, sample, variant, plan, root=ROOT):
             "seconds": plan["seconds"], "concurrency": CLIENT_THREADS,
         })
         # Inline, whatever a request did not finish, nothing will: no need to wait for it.
-        drain_seconds = plan["drain_seconds"] if variant == "ours" else 5
+        drain_seconds = plan["drain_seconds"] if variant in ("ours", "before") else 5
         with app.app_context():
             state = wait_until_processed(cohort, drain_seconds)
     finally:
