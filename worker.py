@@ -57,13 +57,40 @@ class OutageTolerantWorker(Worker):
                 beat.sismember(self.redis_workers_keys, self.key)
                 registered = beat.execute()[-1]
         except REDIS_DOWN as error:
-            if not wait_for_redis(self.connection, f"process=worker worker={self.name}", error,
-                                  stopping=lambda: self._stop_requested):
-                raise StopRequested from error
+            self.wait_out_outage(error)
             return self.heartbeat(timeout)
         if not registered:
             self.register_again()
         self.restart_dead_scheduler()
+
+    def wait_out_outage(self, error):
+        if not wait_for_redis(self.connection, f"process=worker worker={self.name}", error,
+                              stopping=lambda: self._stop_requested):
+            raise StopRequested from error
+
+    # RQ retries a refused connection while it dequeues, but a Redis that hangs (a timeout)
+    # in these steps of its loop ends the loop, and with it the worker: wait, then go on.
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        return self._through_outage(super().dequeue_job_and_maintain_ttl, timeout, max_idle_time)
+
+    def check_for_suspension(self, burst):
+        return self._through_outage(super().check_for_suspension, burst)
+
+    def run_maintenance_tasks(self):
+        return self._through_outage(super().run_maintenance_tasks)
+
+    def set_state(self, state, pipeline=None):
+        # Also as a job ends, after its outcome is reported.
+        if pipeline is not None:
+            return super().set_state(state, pipeline)
+        return self._through_outage(super().set_state, state)
+
+    def _through_outage(self, step, *args):
+        while True:
+            try:
+                return step(*args)
+            except REDIS_DOWN as error:
+                self.wait_out_outage(error)
 
     def register_again(self):
         log.warning("event=worker_registered_again worker=%s", self.name)

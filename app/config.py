@@ -1,3 +1,4 @@
+import math
 import os
 import secrets
 from pathlib import Path
@@ -30,6 +31,11 @@ def _int(name, default, minimum=None):
                     f"must be at least {minimum}")
 
 
+def _seconds(name, default):
+    return _setting(name, default, float, "a number of seconds",
+                    lambda seconds: 0 < seconds < math.inf, "must be a positive number of seconds")
+
+
 def _rate(name, default):
     """A rate limit written "attempts/seconds" (e.g. "20/60")."""
     def parse(value):
@@ -56,6 +62,9 @@ class Config:
         os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'submissions.db'}"
     )
     REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    # How long a web request waits for Redis before going on without it (an upload is received
+    # all the same; the reconciler queues its processing once Redis answers).
+    REDIS_REQUEST_TIMEOUT = _seconds("REDIS_REQUEST_TIMEOUT", 1.0)
     STORAGE_DIR = os.environ.get("STORAGE_DIR") or str(INSTANCE_DIR / "storage")
     CLAMD_SOCKET = os.environ.get("CLAMD_SOCKET") or None
     CLAMD_URL = os.environ.get("CLAMD_URL") or None

@@ -1,5 +1,8 @@
 import io
+import os
 import re
+import signal
+from contextlib import contextmanager
 
 from app.extensions import db
 from app.models import Event, Submission
@@ -80,11 +83,19 @@ def descendants(pid):
 
 def kill_tree(pid):
     """SIGKILL a process and everything it started, as a crashed machine would."""
-    import os
-    import signal
-
     for victim in [pid, *descendants(pid)]:
         try:
             os.kill(victim, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@contextmanager
+def paused(process):
+    """A server hung (SIGSTOP): connections open and commands are taken, but nothing answers
+    until the block ends, which continues it (SIGCONT) whatever happened inside."""
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process.pid, signal.SIGCONT)

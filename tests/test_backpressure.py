@@ -2,6 +2,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,13 @@ import requests
 
 from app import create_app
 from app.extensions import db
+from app.models import OutboxEmail, Submission
 from app.pipeline import queue
-from tests.conftest import PASSWORD, ROOT, Client, csrf_from, process_env
+from jobs.maintenance import reconcile
+from tests.conftest import PASSWORD, ROOT, Client, csrf_from, process_env, run_jobs
 from tests.e2e.servers import WebServer
-from tests.helpers import submission_count, upload_api, upload_form
+from tests.helpers import only_submission, paused, submission_count, upload_api, upload_form
+from tests.services import RedisServer
 
 ESSAY = b"An essay in a busy hour.\n"
 
@@ -91,6 +95,45 @@ def test_intake_keeps_accepting_when_redis_is_down_and_queues_later(app, client,
     assert body["status"] == "completed"
 
 
+@pytest.fixture
+def private_redis(app, tmp_path):
+    """A Redis of this test's own, which it may hang; the app and its processes use it."""
+    server = RedisServer(tmp_path / "redis").start()
+    app.config["REDIS_URL"] = server.url
+    app.extensions.pop("submissions_redis").close()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_upload_during_a_hung_redis_gets_its_receipt_at_once_and_is_processed_after(
+        app, auth, world, tmp_path, private_redis):
+    headers = auth.token("alice@uni.test")
+    web = WebServer(process_env(app), tmp_path / "web.log").start()
+    try:
+        url = f"{web.url}/api/v1/assignments/{world.essay.id}/submissions"
+        with paused(private_redis.process):
+            started = time.monotonic()
+            # Without a bound, each of the upload's calls to Redis would wait 10 s.
+            response = requests.post(url, headers=headers, timeout=120,
+                                     files={"file": ("essay.txt", ESSAY)})
+            waited = time.monotonic() - started
+        assert response.status_code == 202, response.text
+        assert waited < 5, f"the receipt took {waited:.1f} s"
+    finally:
+        web.stop()
+    receipt = response.json()
+    assert (receipt["status"], receipt["sha256"]) == ("received", only_submission().sha256)
+    assert [step["status"] for step in receipt["steps"]] == ["queued"] + ["pending"] * 5
+
+    # Redis answers again; the periodic reconciler finds the scan it was never given.
+    app.config["RECONCILE_GRACE_SECONDS"] = 0
+    reconcile()
+    run_jobs()
+    assert db.session.get(Submission, receipt["id"]).status == "completed"
+    assert db.session.query(OutboxEmail).count() == 1
+
+
 def test_database_down_is_a_503_with_retry_after_not_a_500(app, redis_server, tmp_path):
     down = create_app({"SQLALCHEMY_DATABASE_URI": "postgresql://postgres@127.0.0.1:1/gone",
                        "REDIS_URL": redis_server.url, "STORAGE_DIR": str(tmp_path / "s")})
@@ -148,6 +191,7 @@ def test_rate_limits_and_retry_after_are_set_from_the_environment(app, auth, wor
     ("INTAKE_RATE_LIMIT", "lots"), ("INTAKE_RATE_LIMIT", "20"), ("INTAKE_RATE_LIMIT", "0/60"),
     ("INTAKE_RATE_LIMIT", "20/"), ("LOGIN_RATE_LIMIT", "10 per minute"),
     ("INTAKE_RETRY_AFTER", "0"), ("INTAKE_RETRY_AFTER", "soon"),
+    ("REDIS_REQUEST_TIMEOUT", "0"), ("REDIS_REQUEST_TIMEOUT", "a second"),
 ])
 def test_a_malformed_limit_stops_the_app_with_the_setting_named(app, name, value):
     env = process_env(app, **{name: value})

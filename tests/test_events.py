@@ -15,6 +15,8 @@ from app.pipeline import create_steps, record_step
 from tests.conftest import PASSWORD, Auth, process_env
 from tests.e2e.live import SocketStream, StreamReader, browser, client_for, follow, open_stream
 from tests.e2e.servers import WebServer
+from tests.helpers import paused
+from tests.services import RedisServer
 
 HEARTBEAT = 0.2
 
@@ -310,6 +312,32 @@ def test_event_whose_publish_was_lost_is_found_in_the_database(app, people):
     assert [frame.id for frame in frames] == [lost[0], after[0]]
     assert frames[0].data == {"note": "quiet"}
     reader.close()
+
+
+@pytest.mark.slow
+def test_hub_carries_on_after_redis_hangs_and_sends_what_it_missed(app, people, tmp_path,
+                                                                   caplog):
+    hung = RedisServer(tmp_path / "redis").start()  # this test's own, to hang
+    app.config["REDIS_URL"] = hung.url
+    app.extensions.pop("submissions_redis").close()
+    try:
+        topic = f"user.{people['alice']}"
+        reader = follow(client_for(app, "alice"), topic)
+        wait_until_live(reader, topic)
+        with paused(hung.process):
+            # Past the hub's socket timeout (10 s): its calls to Redis fail, and it starts over.
+            time.sleep(12)
+            missed = unpublished_event(topic)
+        emit("submission", {"note": "after"}, [topic])
+        db.session.commit()
+        frames = reader.events(2, timeout=30)
+        assert [(frame.id, frame.data) for frame in frames] == [
+            (missed[0], missed[2]), (newest_event_id(), {"note": "after"})]
+        assert "event=hub_interrupted" in caplog.text  # the hang reached it
+        reader.close()
+    finally:
+        event_hub.stop_hub()
+        hung.stop()
 
 
 @pytest.mark.skipif(os.environ.get("TEST_DATABASE") != "postgres",

@@ -1,5 +1,6 @@
-"""A Redis restart (stopped for a while, started again empty on the same port) costs the worker
-and the scheduler a pause, not their process: each waits for Redis, then carries on."""
+"""A Redis restart (stopped for a while, started again empty on the same port) or a hung Redis
+(SIGSTOP: connections accepted, nothing answered) costs the worker and the scheduler a pause, not
+their process: each waits for Redis, then carries on."""
 
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from app.models import Submission
 from app.pipeline import QUEUES
 from jobs.maintenance import PERIODIC, scheduler_for
 from tests.conftest import ROOT, process_env
-from tests.helpers import kill_tree, upload_api
+from tests.helpers import kill_tree, paused, upload_api
 from tests.services import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -23,6 +24,9 @@ pytestmark = pytest.mark.slow
 WORKER = [sys.executable, "worker.py"]
 SCHEDULER = [str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "run-scheduler",
              "--interval", "1"]
+# Longer than a worker's Redis socket timeout (RQ sets it to its dequeue timeout plus 10 s, 25 s
+# with worker.py's 30 s TTL), after which RQ's own loop gives up on a Redis that does not answer.
+HANG_SECONDS = 40
 
 
 class Process:
@@ -169,6 +173,28 @@ def test_worker_busy_with_a_job_when_redis_goes_away_carries_on(app, client, aut
     upload_completes(client, auth, world, worker)
     assert "event=redis_unavailable" in worker.log()
     assert rode_it_out(worker), worker.log()[-3000:]
+    assert worker.stop(30) == 0, worker.log()[-3000:]
+
+
+def test_worker_waits_out_a_hung_redis_in_place_then_works(app, client, auth, world, own_redis,
+                                                           start):
+    worker = start("worker", WORKER)
+    wait_until(lambda: registered_worker_pids() == [worker.pid], 30, "the worker did not start")
+
+    # Caught waiting for work: a blocking dequeue, or the registries' upkeep before it.
+    with paused(own_redis.process):
+        deadline = time.monotonic() + HANG_SECONDS
+        while time.monotonic() < deadline and worker.running():
+            time.sleep(0.5)
+
+    assert worker.running(), worker.log()[-3000:]
+    # Waited where it was: RQ's loop never gave up, so the worker never had to start afresh.
+    assert "quitting" not in worker.log(), worker.log()[-3000:]
+    wait_until(lambda: registered_worker_pids() == [worker.pid] or not worker.running(), 60,
+               lambda: f"the worker did not answer for itself again:\n{worker.log()[-3000:]}")
+    upload_completes(client, auth, world, worker)
+    assert "event=redis_unavailable" in worker.log()
+    assert "event=worker_restarted" not in worker.log(), worker.log()[-3000:]
     assert worker.stop(30) == 0, worker.log()[-3000:]
 
 

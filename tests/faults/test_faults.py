@@ -14,7 +14,7 @@ from app.extensions import get_redis
 from app.pipeline import STEP_BY_NAME
 from tests.faults import checks
 from tests.faults.workload import uploads
-from tests.helpers import descendants
+from tests.helpers import descendants, paused
 
 # A deadline's worth in flight when the fault comes: each scenario hands in this many.
 SUBMISSIONS = int(os.environ.get("FAULT_SUBMISSIONS", "200"))
@@ -95,6 +95,37 @@ def test_redis_restarted_mid_run(fault_run):
     settles_with_nothing_lost(run)
     # Workers and the scheduler wait Redis out; none needed restarting.
     assert run.fleet.exits == []
+
+
+# Past the workers' socket timeout (25 s), where RQ's own loop gives up on Redis.
+REDIS_HANG_SECONDS = 60
+UPLOADS_DURING_HANG = max(5, SUBMISSIONS // 10)
+
+
+def test_redis_hung_mid_run_with_uploads_arriving(fault_run):
+    run = fault_run
+    files = uploads(SUBMISSIONS + UPLOADS_DURING_HANG)
+    run.start(files[:SUBMISSIONS])
+    run.wait_mid_run(0.4)
+    answers = []
+    with paused(run.stack.redis.process):
+        run.note("redis hung (SIGSTOP)")
+        hang_ends = time.monotonic() + REDIS_HANG_SECONDS
+        for number in range(SUBMISSIONS, len(files)):
+            if time.monotonic() > hang_ends:
+                break
+            answers.append(run.submit_one(number, files[number]))
+        while time.monotonic() < hang_ends:
+            run.fleet.keep_running()
+            time.sleep(0.5)
+    run.note(f"redis continued (SIGCONT); {len(answers)} uploads during the hang, "
+             f"the slowest answered in {max(answers):.1f} s")
+    # Intake answers without Redis; the reconciler queues those uploads once it is back.
+    assert len(answers) == UPLOADS_DURING_HANG and max(answers) < 5, run.notes[-1]
+    settles_with_nothing_lost(run)
+    # Workers and the scheduler wait a hung Redis out in place: none exited, none gave up.
+    assert run.fleet.exits == []
+    assert run.fleet.log_lines("Redis connection timeout") == []
 
 
 def test_postgres_restarted_mid_run(fault_run):
