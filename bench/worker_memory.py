@@ -38,7 +38,54 @@ def run(quick, database, keep=False, plan=None):
                f"{(never['rss'][2] - never['rss'][0]) / 1024:+.1f} MiB; default "
                f"(WORKER_JOBS_PER_PROCESS): {(default['rss'][2] - default['rss'][0]) / 1024:+.1f} "
                f"MiB, restarts seen: {default['restarts']}")
-    return [table]
+    return [table, previews(plan["jobs"] // 5)]
+
+
+def previews(count):
+    """The preview child's memory over `count` previews (text, picture and PDF in turn), never
+    replaced, against the default that replaces it every RENDERS_PER_PROCESS previews."""
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from app.services.preview_process import RENDERS_PER_PROCESS, PreviewProcess
+    from bench.seed import scanned_pdf
+
+    with tempfile.TemporaryDirectory(prefix="bench-previews-") as folder:
+        folder = Path(folder)
+        samples = []
+        for index in range(30):
+            text = folder / f"essay{index}.txt"
+            text.write_bytes(essay(index))
+            picture = folder / f"photo{index}.png"
+            Image.new("RGB", (800 + index, 600), (index * 8, 90, 160)).save(picture)
+            pdf = folder / f"scan{index}.pdf"
+            pdf.write_bytes(scanned_pdf(20_000 + index))
+            samples += [(text, "text/plain"), (picture, "image/png"), (pdf, "application/pdf")]
+        figures = {}
+        for label, per_process in (("default", RENDERS_PER_PROCESS), ("never", count + 1)):
+            process = PreviewProcess(renders_per_process=per_process)
+            sampled, targets = [], [count // 10, count // 2, count - 1]
+            try:
+                for index in range(count):
+                    path, content_type = samples[index % len(samples)]
+                    process.render(path, content_type, path.name, folder / "out.png", timeout=60)
+                    # Just after a replacement there is no child: the next preview starts one.
+                    if targets and index + 1 >= targets[0] and process.process is not None:
+                        sampled.append(rss_kib(process.process.pid))
+                        targets.pop(0)
+            finally:
+                process.stop()
+            figures[label] = sampled
+    table = Table(f"Preview child memory over {count:,} previews", "default", "never replaced")
+    for label, index in (("RSS after the first tenth", 0), ("RSS at half way", 1),
+                         ("RSS at the end", 2)):
+        table.add(label, figures["default"][index] / 1024, figures["never"][index] / 1024,
+                  "MiB")
+    table.note(f"text, PNG and one-page PDF previews in turn; the default replaces the child "
+               f"every {RENDERS_PER_PROCESS} previews")
+    return table
 
 
 def measure(stack, jobs, jobs_per_process):
