@@ -389,17 +389,16 @@ def finish(step_run, job_id=None, serving=()):
     submission = step_run.submission
     db.session.execute(
         db.select(Submission.id).filter_by(id=submission.id).with_for_update())
-    statuses = dict(db.session.execute(
-        db.select(StepRun.name, StepRun.status).filter_by(submission_id=submission.id)).all())
+    # Read afresh, after the lock: other workers' steps change.
+    steps = db.session.execute(
+        db.select(StepRun).filter_by(submission_id=submission.id).order_by(StepRun.position)
+        .execution_options(populate_existing=True)
+    ).scalars().all()
+    statuses = {other.name: other.status for other in steps}
     ready = ready_steps(statuses)
     queued, run_on = [], []
     if ready:
-        waiting = db.session.execute(
-            db.select(StepRun).filter(StepRun.submission_id == submission.id,
-                                      StepRun.name.in_(ready))
-            .order_by(StepRun.position).execution_options(populate_existing=True)
-        ).scalars().all()
-        for waiting_step in waiting:
+        for waiting_step in (other for other in steps if other.name in ready):
             step = STEP_BY_NAME[waiting_step.name]
             if job_id and step.inline and step.queue in serving:
                 if claim_to_run(waiting_step, job_id):

@@ -17,7 +17,7 @@ from sqlalchemy.orm import joinedload
 
 from app import pipeline
 from app.extensions import db
-from app.models import StepRun
+from app.models import Assignment, StepRun, Submission
 from app.ops import metrics
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,13 @@ def own_time_limit(seconds):
 
 def _run_step(submission_id, step_name, job):
     job_id = job.id if job else None
+    # With what the steps read of it (the receipt, the record, the similarity check), in one
+    # query rather than one each.
+    submission_of = joinedload(StepRun.submission)
     step_run = db.session.execute(
         db.select(StepRun).filter_by(submission_id=submission_id, name=step_name)
-        .options(joinedload(StepRun.submission))
+        .options(submission_of.joinedload(Submission.assignment).joinedload(Assignment.course),
+                 submission_of.joinedload(Submission.student))
     ).scalar_one_or_none()
     if step_run is None:
         log.warning("event=step_missing submission_id=%s step=%s job_id=%s",
