@@ -131,7 +131,7 @@ class OutageTolerantWorker(Worker):
         try:
             self.prepare_execution(job)
             beats.start()
-            with serving(self.queue_names()):
+            with serving(self.queue_names(), stopping=lambda: self._stop_requested):
                 self.perform_job(job, queue)
         except REDIS_DOWN as error:
             # The step's own outcome is in the database; the reconciler re-queues a step whose

@@ -23,17 +23,24 @@ from app.ops import metrics
 log = logging.getLogger(__name__)
 
 # The queues of the worker running the current job (worker.py sets them): a step runs on in
-# the job only where this worker would have run its own job.
-_serving = ContextVar("serving", default=frozenset())
+# the job only where this worker would have run its own job, and not once it is stopping.
+_serving = ContextVar("serving", default=(frozenset(), lambda: False))
 
 
 @contextmanager
-def serving(queue_names):
-    token = _serving.set(frozenset(queue_names))
+def serving(queue_names, stopping=lambda: False):
+    token = _serving.set((frozenset(queue_names), stopping))
     try:
         yield
     finally:
         _serving.reset(token)
+
+
+def _run_on_queues():
+    queue_names, stopping = _serving.get()
+    # A worker told to stop finishes the step under way; the steps it makes ready wait in
+    # their queues for another worker.
+    return frozenset() if stopping() else queue_names
 
 
 def _perform(step_name):
@@ -144,7 +151,7 @@ def _attempt(step_run, job, inline):
     else:
         pipeline.record_step(step_run, "succeeded", detail or "Done")
     status = step_run.status
-    run_on = pipeline.finish(step_run, job.id if job else None, _serving.get())
+    run_on = pipeline.finish(step_run, job.id if job else None, _run_on_queues())
     metrics.count_step(step_run)
     return status, run_on
 

@@ -6,13 +6,14 @@ import signal
 import time
 
 import pytest
+from rq import SimpleWorker
 from rq.registry import ScheduledJobRegistry
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
-from app.extensions import db
+from app.extensions import db, get_redis
 from app.models import Event, StepRun
 from app.pipeline import STEP_BY_NAME, queue
-from jobs.runner import own_time_limit
+from jobs.runner import own_time_limit, serving
 from tests.conftest import Auth, run_jobs
 from tests.helpers import upload_api
 from tests.services import free_port
@@ -72,6 +73,17 @@ def test_a_step_whose_queue_the_worker_does_not_serve_waits_in_its_queue(app, wo
     for name in ("email", "thumbnail"):
         assert steps[name].status == "queued"
         assert steps[name].job_id in queue(STEP_BY_NAME[name].queue).job_ids
+
+
+def test_a_worker_told_to_stop_leaves_the_steps_it_makes_ready_in_their_queues(app, world):
+    submission_id = upload(app, world)
+    worker = SimpleWorker(["scan", "store", "email", "media"], connection=get_redis())
+    with serving(["scan", "store", "email", "media"], stopping=lambda: True):
+        worker.work(burst=True, max_jobs=1, logging_level="WARNING")
+    steps = steps_of(submission_id)
+    assert steps["scan"].status == "succeeded"
+    assert steps["store"].status == "queued"
+    assert steps["store"].job_id in queue("store").job_ids
 
 
 def test_a_step_run_on_that_fails_gets_a_retry_job_of_its_own_and_the_rest_carry_on(app, world):
