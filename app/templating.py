@@ -3,6 +3,7 @@ from datetime import UTC
 from flask_wtf.csrf import generate_csrf
 
 from app.pipeline import STEP_BY_NAME
+from app.wording import student_step_detail, student_submission_detail
 
 
 def local_time(dt, tz):
@@ -31,3 +32,5 @@ def init_app(app):
     app.jinja_env.filters["file_size"] = file_size
     app.jinja_env.globals["csrf_token"] = generate_csrf
     app.jinja_env.globals["STEPS"] = STEP_BY_NAME
+    app.jinja_env.globals["student_step_detail"] = student_step_detail
+    app.jinja_env.globals["student_submission_detail"] = student_submission_detail
