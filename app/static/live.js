@@ -113,6 +113,7 @@
       timing.className = "badge rejected";
       timing.textContent = "Not accepted";
       document.getElementById("download").replaceChildren();
+      document.getElementById("counts").textContent = "No: this file was not accepted";
       showMissing("similarity", "Not checked: the file was not accepted.");
       showMissing("thumbnail", "No preview: the file was not accepted.");
     }
