@@ -175,6 +175,16 @@
 
     window.submissionsLive.on("grade", (grade) => {
       if (grade.submission_id !== submissionId) return;
+      if (grade.withdrawn) {
+        // Staff keep seeing the mark they gave; the student no longer does.
+        const box = document.getElementById("grade");
+        if (box.dataset.staff) return;
+        const note = document.createElement("p");
+        note.className = "muted";
+        note.textContent = "Not released yet.";
+        box.replaceChildren(note);
+        return;
+      }
       const score = document.createElement("p");
       score.className = "score";
       score.textContent = `${Number(grade.score).toFixed(1)} / ${grade.max_score}`;

@@ -34,7 +34,7 @@ def test_multi_line_feedback_keeps_its_lines_live_and_after_reload(
     marker.fill(f"#s{alice_sub}-feedback", FEEDBACK)
     marker.locator(f"#row-{alice_sub} button[type=submit]").click()
     expect(marker.locator("#marked-count")).to_have_text("1")
-    marker.once("dialog", lambda dialog: dialog.accept())
+    marker.check("#confirm-release")
     marker.click("#release-now")
 
     expect(student.locator("#grade .score")).to_have_text("40.0 / 50", timeout=LIVE_WAIT_MS)
