@@ -63,3 +63,12 @@ def test_a_mark_stays_with_the_submission_it_was_given_for(app, world):
         db.select(Grade.id).filter_by(submission_id=marked))) is not None
     assert f'id="row-{later}"' in sam.get(f"/staff/assignments/{world.essay.id}").get_data(
         as_text=True)
+
+
+def test_marking_page_lists_students_who_have_not_submitted(app, world):
+    submission_for(world, "alice")
+    sam = logged_in(app, "sam@uni.test")
+    shown = page(sam, f"/staff/assignments/{world.essay.id}")
+    assert "1 of 2 students have submitted." in shown
+    assert "bob@uni.test Nothing submitted." in shown
+    assert "Carol" not in shown  # enrolled in another course
