@@ -25,7 +25,7 @@ def test_release_now_without_the_confirmation_releases_nothing(client, auth, wor
     auth.login("sam@uni.test")
     save_mark(client, alice_sub, "44", "")
     page = client.get(f"/staff/assignments/{essay}").get_data(as_text=True)
-    assert 'id="confirm-release"' in page and "1 of 1 students have a mark" in page
+    assert 'id="confirm-release"' in page and "1 of 1 submissions marked." in page
 
     refused = post_form(client, essay, "release")
     assert refused.status_code == 400
