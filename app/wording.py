@@ -4,8 +4,6 @@ the same facts in plain words, and never another student's receipt number."""
 
 import re
 
-from app.pipeline import STEP_BY_NAME
-
 WAITING = {
     "pending": "Waiting for the earlier checks",
     "queued": "Waiting to start",
@@ -32,10 +30,9 @@ def student_step_detail(step, status, detail, submission_id):
     if status in WAITING:
         return WAITING[status]
     if status == "failed":
-        if step == "scan":
-            return student_submission_detail("rejected", detail)
-        title = STEP_BY_NAME[step].title if step in STEP_BY_NAME else "This check"
-        return f"{title} could not finish; staff have been told. Your work is safely received."
+        # Other failures are recorded in words meant for students; the system's reply is
+        # the step's error, which only staff see.
+        return student_submission_detail("rejected", detail) if step == "scan" else detail
     if status == "skipped":
         if detail.startswith("Not run:"):
             return detail
