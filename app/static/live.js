@@ -92,7 +92,7 @@
     }
 
     function showDownload() {
-      if (status.classList.contains("rejected")) return;
+      if (status.classList.contains("rejected") || !receipt.dataset.downloadUrl) return;
       const link = document.createElement("a");
       link.href = receipt.dataset.downloadUrl;
       link.textContent = "download";
