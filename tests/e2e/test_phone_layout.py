@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 1000}
 
-# Words (runs of non-space text) drawn on more than one line; a fingerprint is allowed to wrap.
+# Words drawn on more than one line; a fingerprint is allowed to wrap.
 BROKEN_WORDS = """() => {
   const broken = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
@@ -24,7 +24,8 @@ BROKEN_WORDS = """() => {
     const parent = node.parentElement;
     if (!parent || parent.closest('#sha256, script, [hidden]')) continue;
     if (!parent.getClientRects().length) continue;
-    for (const match of node.data.matchAll(/\\S+/g)) {
+    // A break after a hyphen is where a reader expects one.
+    for (const match of node.data.matchAll(/[^\\s-]+/g)) {
       const range = document.createRange();
       range.setStart(node, match.index);
       range.setEnd(node, match.index + match[0].length);
