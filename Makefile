@@ -12,8 +12,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
+# Loopback only, as the README promises, unless BIND_HOST says otherwise.
 run: install
-	$(PY) scripts/dev.py run
+	BIND_HOST=$${BIND_HOST:-127.0.0.1} $(PY) scripts/dev.py run
 
 test: install
 	$(PY) scripts/dev.py test

@@ -1,6 +1,7 @@
 import os
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+# Every address by default, as a platform routing to $PORT needs; `make run` asks for loopback.
+bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_connections = int(os.environ.get("WEB_CONNECTIONS", "2000"))

@@ -73,6 +73,9 @@ class Config:
     TURNITIN_API_KEY = os.environ.get("TURNITIN_API_KEY") or None
     ADMIN_SYNC_URL = os.environ.get("ADMIN_SYNC_URL") or None
     ADMIN_SYNC_SECRET = os.environ.get("ADMIN_SYNC_SECRET") or None
+    # /metrics is for the course staff and admins logged in, or a scraper sending this token
+    # as `Authorization: Bearer ...`.
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
     MAX_UPLOAD_MB = _int("MAX_UPLOAD_MB", 25)
     INTAKE_MAX_BACKLOG = _int("INTAKE_MAX_BACKLOG", 5000)
     PUBLIC_URL = os.environ.get("PUBLIC_URL") or f"http://127.0.0.1:{_int('PORT', 5000)}"

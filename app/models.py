@@ -10,6 +10,9 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
 
+# Two spellings of one file type: allowing either allows both.
+SAME_TYPE = {"jpg": "jpeg", "jpeg": "jpg"}
+
 
 def utcnow():
     return datetime.now(UTC)
@@ -157,7 +160,10 @@ class Assignment(db.Model):
 
     @property
     def allowed_extensions(self):
-        return [t.strip().lower().lstrip(".") for t in self.allowed_types.split(",") if t.strip()]
+        """The listed extensions, each with its other spelling (a camera's .jpeg is a .jpg)."""
+        listed = [t.strip().lower().lstrip(".") for t in self.allowed_types.split(",") if t.strip()]
+        spelled = [other for ext in listed for other in (ext, SAME_TYPE.get(ext)) if other]
+        return list(dict.fromkeys(spelled))
 
     @property
     def closes_at(self):

@@ -105,7 +105,8 @@ def body_for(endpoint, submission_id):
         "submissions.requeue": {"data": {}},
         "grades.grade": {"data": {f"s{submission_id}-score": "1",
                                   f"s{submission_id}-feedback": "overwritten"}},
-        "grades.release": {"data": {}},
+        "grades.release": {"data": {"confirm": "y"}},
+        "grades.withdraw": {"data": {}},
         "grades.schedule": {"data": {"release_at": future.strftime("%Y-%m-%dT%H:%M")}},
         "grades.cancel": {"data": {}},
         "submission.requeue": {"data": {}},
@@ -256,7 +257,7 @@ RIGHTFUL_WRITES = [
     ("grades.cancel", "sam"), ("api.post_release", "sam"), ("api.delete_release", "sam"),
     ("submissions.requeue", "sam"), ("api.acknowledge_flash", "alice"),
     ("api.create_submission", "alice"), ("submissions.assignment", "alice"),
-    ("grades.release", "sam"),
+    ("grades.release", "sam"), ("grades.withdraw", "sam"),
 ]
 
 

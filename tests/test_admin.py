@@ -267,24 +267,30 @@ def test_admin_cannot_create_user_without_password(app, admin_client):
         db.select(User).filter_by(email="nopass@uni.test")).scalar_one_or_none() is None
 
 
-def test_admin_edits_assignment_dates_in_utc_and_schedules_grade_release(app, admin_client,
-                                                                          world):
+def test_admin_edits_assignment_dates_in_the_course_time_zone_and_schedules_grade_release(
+        app, admin_client, world):
     essay = world.essay
     edit = admin_client.get(f"/admin/assignment/edit/?id={essay.id}").get_data(as_text=True)
-    release = (utcnow() + timedelta(days=3)).replace(microsecond=0)
+    release = (utcnow() + timedelta(days=3)).replace(second=0, microsecond=0)
+    # CS101 keeps London time: 17:00 on 1 May 2031 is 16:00 UTC (summer time).
     response = admin_client.post(f"/admin/assignment/edit/?id={essay.id}", data={
         "csrf_token": csrf_from(edit), "course": str(world.cs.id), "title": "Essay",
-        "description": "", "due_at": "2031-05-01 17:00:00", "cutoff_at": "2031-05-02 17:00:00",
+        "description": "", "due_at": "2031-05-01T17:00", "cutoff_at": "2031-05-02 17:00",
         "allowed_types": "pdf,txt", "max_size_mb": "3", "max_score": "40",
-        "grade_release": f"{release:%Y-%m-%d %H:%M:%S}"})
+        "grade_release": f"{release.astimezone(world.cs.tz):%Y-%m-%dT%H:%M}"})
     assert response.status_code == 302, response.get_data(as_text=True)
     db.session.expire_all()
     essay = db.session.get(Assignment, essay.id)
-    assert essay.due_at.isoformat() == "2031-05-01T17:00:00+00:00"
+    assert essay.due_at.isoformat() == "2031-05-01T16:00:00+00:00"
+    assert essay.cutoff_at.isoformat() == "2031-05-02T16:00:00+00:00"
     assert (essay.allowed_types, essay.max_size_mb, essay.max_score) == ("pdf,txt", 3, 40)
     assert essay.release_at == release and essay.release_job_id
     listing = admin_client.get("/admin/assignment/").get_data(as_text=True)
-    assert "2031-05-01 17:00:00 UTC" in listing
+    assert "Thu 01 May 2031, 17:00 BST" in listing
+    edit = admin_client.get(f"/admin/assignment/edit/?id={essay.id}").get_data(as_text=True)
+    due = re.search(r'<input[^>]*id="due_at"[^>]*>', edit).group(0)
+    assert 'type="datetime-local"' in due and 'value="2031-05-01T17:00"' in due
+    assert "datetimepicker" not in due
 
 
 def test_admin_assignment_cutoff_before_due_is_refused(app, admin_client, world):
@@ -292,7 +298,7 @@ def test_admin_assignment_cutoff_before_due_is_refused(app, admin_client, world)
     edit = admin_client.get(f"/admin/assignment/edit/?id={essay.id}").get_data(as_text=True)
     response = admin_client.post(f"/admin/assignment/edit/?id={essay.id}", data={
         "csrf_token": csrf_from(edit), "course": str(world.cs.id), "title": "Essay",
-        "due_at": "2031-05-02 17:00:00", "cutoff_at": "2031-05-01 17:00:00",
+        "due_at": "2031-05-02T17:00", "cutoff_at": "2031-05-01T17:00",
         "allowed_types": "pdf", "max_size_mb": "3", "max_score": "40", "grade_release": ""})
     assert "The cut-off cannot be before the due time" in response.get_data(as_text=True)
     db.session.expire_all()

@@ -246,7 +246,7 @@ def test_release_shows_grades_everywhere_and_tells_each_student_once(
     save_mark(client, alice_sub, "44", "Well structured.")
     save_mark(client, bob_sub, "30", "")
 
-    response = post_form(client, ids.essay, "release")
+    response = post_form(client, ids.essay, "release", confirm="y")
     assert response.status_code == 303
     assert "Releasing grades now" in client.get(response.headers["Location"]).get_data(
         as_text=True)
@@ -275,7 +275,7 @@ def test_release_shows_grades_everywhere_and_tells_each_student_once(
 
     logout(client)
     auth.login("sam@uni.test")
-    again = post_form(client, ids.essay, "release")
+    again = post_form(client, ids.essay, "release", confirm="y")
     assert "already released" in client.get(again.headers["Location"]).get_data(as_text=True)
     api_again = client.post(f"/api/v1/assignments/{ids.essay}/release",
                             headers=sam)
@@ -297,7 +297,7 @@ def test_a_grade_email_the_mail_server_refuses_for_good_is_not_retried(
     auth.login("sam@uni.test")
     save_mark(client, alice_sub, "44")
     save_mark(client, bob_sub, "30")
-    post_form(client, ids.essay, "release")
+    post_form(client, ids.essay, "release", confirm="y")
     run_jobs()
 
     assert [m["To"] for m in smtp.messages] == ["bob@uni.test"]
@@ -318,7 +318,7 @@ def test_release_goes_ahead_of_a_deadline_backlog(client, auth, world, ids):
         assert answer.status_code == 202, answer.get_json()
     auth.login("sam@uni.test")
     save_mark(client, alice_sub, "41", "")
-    post_form(client, ids.essay, "release")
+    post_form(client, ids.essay, "release", confirm="y")
 
     # One worker serving every queue, as the Procfile's, takes a single job.
     SimpleWorker(QUEUES, connection=get_redis()).work(burst=True, max_jobs=1,

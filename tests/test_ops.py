@@ -17,8 +17,10 @@ STEPS = ("scan", "store", "plagiarism", "admin_sync", "email", "thumbnail")
 
 
 def scrape(client):
-    """The /metrics page as {'name{labels}': value}, checked to be valid text exposition."""
-    response = client.get("/metrics")
+    """The /metrics page as {'name{labels}': value}, checked to be valid text exposition;
+    read as Prometheus does, with the bearer token METRICS_TOKEN names."""
+    client.application.config["METRICS_TOKEN"] = "scrape-token"
+    response = client.get("/metrics", headers={"Authorization": "Bearer scrape-token"})
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     samples = {}

@@ -90,7 +90,7 @@ def assert_rejected_and_quarantined(app, client, auth, submission_id, content, s
 def test_clean_file_passes_clamd_and_completes(client, auth, world, with_clamd):
     submission_id = submit(client, auth, world, CLEAN, "stats.py")
     run_jobs()
-    view = seen_by(client, auth, "alice@uni.test", submission_id)
+    view = seen_by(client, auth, "sam@uni.test", submission_id)
     assert view["status"] == "completed"
     assert steps_of(view)["scan"]["detail"] == "No threats found; scanned by ClamAV (clamd)"
 
@@ -141,7 +141,7 @@ def test_virus_past_what_clamd_unpacks_of_a_zip_member_is_not_accepted(client, a
 def test_built_in_scanner_runs_without_clamd_and_says_so(client, auth, world, without_clamd):
     submission_id = submit(client, auth, world, CLEAN, "stats.py")
     run_jobs()
-    view = seen_by(client, auth, "alice@uni.test", submission_id)
+    view = seen_by(client, auth, "sam@uni.test", submission_id)
     assert view["status"] == "completed"
     assert steps_of(view)["scan"]["detail"] == (
         "No threats found; scanned by the built-in hash-signature scanner (no clamd configured)")
@@ -158,7 +158,7 @@ def test_built_in_scanner_finds_the_hash_signature(app, client, auth, world, wit
     run_jobs()
     assert_rejected_and_quarantined(app, client, auth, submission_id, content,
                                     "Submissions.Test.EICAR.Hash")
-    detail = steps_of(seen_by(client, auth, "alice@uni.test", submission_id))["scan"]["detail"]
+    detail = steps_of(seen_by(client, auth, "sam@uni.test", submission_id))["scan"]["detail"]
     assert "built-in hash-signature scanner" in detail
 
 

@@ -1,19 +1,20 @@
 """What every admin page shares: admins only, Flask-WTF CSRF on every form, UTC datetimes."""
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 
 from flask import abort, redirect, request, url_for
 from flask_admin import AdminIndexView, BaseView
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla.fields import QuerySelectField
-from flask_admin.form import DateTimeField
 from flask_admin.model import typefmt
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
-from wtforms import Choice
+from wtforms import Choice, DateTimeLocalField, ValidationError
+from wtforms.widgets import DateTimeLocalInput
 
+from app.grades.release import ReleaseError, course_time
 from app.templating import utc_time
 
 
@@ -44,22 +45,38 @@ class AdminForm(FlaskForm):
         super().__init__(formdata=formdata, obj=obj, prefix=prefix, **kwargs)
 
 
-class UTCDateTimeField(DateTimeField):
-    """Read and shown in UTC; our columns refuse naive datetimes."""
+class CourseTimeField(DateTimeLocalField):
+    """A wall-clock time in the course's time zone, typed into the browser's own date-and-time
+    input (no picker script to garble what is typed), kept as UTC. The view sets `tz` to show
+    a stored time; a posted one is read in the zone of the course the form sets."""
+
+    FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
 
     def __init__(self, label=None, validators=None, **kwargs):
-        super().__init__(label, validators, **kwargs)
-        self.description = self.description or "UTC, e.g. 2026-05-01 17:00:00"
-
-    def process_formdata(self, valuelist):
-        super().process_formdata(valuelist)
-        if self.data is not None:
-            self.data = self.data.replace(tzinfo=UTC)
+        kwargs.pop("widget", None)
+        kwargs.pop("format", None)
+        super().__init__(label, validators, format=self.FORMATS, widget=DateTimeLocalInput(),
+                         **kwargs)
+        self.tz = None
 
     def _value(self):
         if self.raw_data:
             return " ".join(self.raw_data)
-        return self.data.astimezone(UTC).strftime(self.format[0]) if self.data else ""
+        if self.data is None:
+            return ""
+        shown = self.data.astimezone(self.tz) if self.data.tzinfo and self.tz else self.data
+        return shown.strftime("%Y-%m-%dT%H:%M")
+
+    def in_zone(self, tz):
+        if self.data is None or self.data.tzinfo is not None:
+            return self.data
+        try:
+            return course_time(self.data, tz)
+        except ReleaseError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def populate_obj(self, obj, name):
+        setattr(obj, name, self.in_zone(obj.course.tz))
 
 
 class RecordSelectField(QuerySelectField):

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from wtforms import PasswordField, SelectChoice, SelectField, ValidationError
 from wtforms.validators import Optional
 
-from app.admin.base import AdminModelView, RecordSelectField, UTCDateTimeField
+from app.admin.base import AdminModelView, CourseTimeField, RecordSelectField
 from app.extensions import db, get_redis
 from app.grades.release import ReleaseError, cancel_release, schedule_release
 from app.models import (
@@ -33,6 +33,7 @@ from app.models import (
 )
 from app.ops.queues import requeue_failed_step
 from app.pipeline import STEP_BY_NAME
+from app.templating import local_time
 
 MIN_PASSWORD = 8
 
@@ -111,28 +112,36 @@ class AssignmentView(AdminModelView):
     can_delete = False
     column_list = ("course", "title", "due_at", "cutoff_at", "allowed_types", "max_size_mb",
                    "max_score", "release_at", "released_at")
-    column_labels = {"due_at": "Due (UTC)", "cutoff_at": "Cut-off (UTC)",
-                     "max_size_mb": "Max MB", "release_at": "Grade release (UTC)",
+    column_labels = {"due_at": "Due", "cutoff_at": "Cut-off",
+                     "max_size_mb": "Max MB", "release_at": "Grade release",
                      "released_at": "Released"}
+    # Deadlines are the course's: shown in its time zone, as students see them.
+    column_formatters = {name: lambda view, context, model, name: local_time(
+        getattr(model, name), model.course.tz) for name in ("due_at", "cutoff_at", "release_at")}
     column_searchable_list = ("title",)
     column_filters = (FilterEqual(Course.code, "Course"),)
     column_default_sort = ("due_at", True)
     form_columns = ("course", "title", "description", "due_at", "cutoff_at", "allowed_types",
                     "max_size_mb", "max_score", "grade_release")
-    form_overrides = {"course": RecordSelectField, "due_at": UTCDateTimeField,
-                      "cutoff_at": UTCDateTimeField}
+    form_overrides = {"course": RecordSelectField, "due_at": CourseTimeField,
+                      "cutoff_at": CourseTimeField}
     form_args = {"course": _rows(Course, Course.code),
+                 "due_at": {"description": "In the course's time zone"},
+                 "cutoff_at": {"description": "In the course's time zone; empty for none"},
                  "allowed_types": {"description": "Comma-separated extensions, e.g. pdf,docx,txt"}}
     form_extra_fields = {
-        "grade_release": UTCDateTimeField(
-            "Grade release (UTC)", validators=[Optional()],
-            description="When students see their grades; leave empty for no scheduled "
-                        "release. Released grades cannot be taken back.",
+        "grade_release": CourseTimeField(
+            "Grade release", validators=[Optional()],
+            description="In the course's time zone: when students see their grades; leave "
+                        "empty for no scheduled release.",
         ),
     }
 
     def on_form_prefill(self, form, id):
-        form.grade_release.data = db.session.get(Assignment, id).release_at
+        assignment = db.session.get(Assignment, id)
+        for field in (form.due_at, form.cutoff_at, form.grade_release):
+            field.tz = assignment.course.tz
+        form.grade_release.data = assignment.release_at
 
     def on_model_change(self, form, model, is_created):
         if model.cutoff_at is not None and model.cutoff_at < model.due_at:
@@ -141,20 +150,21 @@ class AssignmentView(AdminModelView):
             raise ValidationError("Allow at least one file type.")
         if model.max_size_mb < 1 or model.max_score < 1:
             raise ValidationError("Size limit and maximum score must be at least 1.")
-        wanted = form.grade_release.data
+        wanted = form.grade_release.in_zone(model.course.tz)
         if wanted is not None and wanted != model.release_at and wanted <= utcnow():
             raise ValidationError("Choose a grade release time in the future.")
 
     def after_model_change(self, form, model, is_created):
         # Releases go through the grades module, which owns the job that performs them.
-        wanted = form.grade_release.data
+        wanted = form.grade_release.in_zone(model.course.tz)
         try:
             if wanted is None and model.release_at is not None and model.released_at is None:
                 cancel_release(model)
                 flash("The scheduled grade release was cancelled.", "info")
             elif wanted is not None and wanted != model.release_at:
                 schedule_release(model, wanted)
-                flash(f"Grades will be released at {wanted:%Y-%m-%d %H:%M} UTC.", "success")
+                flash(f"Grades will be released at {local_time(wanted, model.course.tz)}.",
+                      "success")
         except ReleaseError as exc:
             flash(str(exc), "error")
 

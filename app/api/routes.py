@@ -7,6 +7,7 @@ from app.extensions import db
 from app.models import ApiToken, Assignment, Submission
 from app.submissions.access import assignments_for
 from app.submissions.intake import IntakeError, accept_upload, check_readable_form
+from app.wording import student_step_detail, student_submission_detail
 
 
 def require_user():
@@ -55,7 +56,8 @@ def submission_json(submission, viewer):
         "assignment_id": submission.assignment_id,
         "student_id": submission.student_id,
         "status": submission.status,
-        "status_detail": submission.status_detail,
+        "status_detail": submission.status_detail if staff
+        else student_submission_detail(submission.status, submission.status_detail),
         "filename": submission.filename,
         "size": submission.size,
         "sha256": submission.sha256,
@@ -66,7 +68,8 @@ def submission_json(submission, viewer):
                 "name": step.name,
                 "status": step.status,
                 "attempts": step.attempts,
-                "detail": step.detail,
+                "detail": step.detail if staff else student_step_detail(
+                    step.name, step.status, step.detail, submission.id),
                 **({"error": step.last_error} if staff else {}),
             }
             for step in submission.steps

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from app.extensions import db
 from app.models import Assignment, Submission
+from app.wording import for_student
 
 ADMIN_DASHBOARD = "admin.dashboard"
 # Redis patterns covering every topic form below; the hub subscribes to exactly these.
@@ -69,14 +70,15 @@ class Viewer:
 
 
 def shaped_for(viewer, type, data, course_of_submission):
-    """The event as this viewer may see it: a step's raw error is for the course's staff only.
+    """The event as this viewer may see it: a step's raw error and the staff's wording of a
+    step are for the course's staff only; its student reads the same facts in plain words.
 
     course_of_submission(submission_id) is asked only when the viewer is staff somewhere."""
-    if type != "step" or not isinstance(data, dict) or "error" not in data:
+    if type not in ("step", "submission") or not isinstance(data, dict):
         return data
     if viewer.is_admin or (
         viewer.staff_course_ids
         and course_of_submission(data.get("submission_id")) in viewer.staff_course_ids
     ):
         return data
-    return {key: value for key, value in data.items() if key != "error"}
+    return for_student(type, {key: value for key, value in data.items() if key != "error"})

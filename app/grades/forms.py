@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, StringField, TextAreaField
-from wtforms.validators import InputRequired
+from wtforms import BooleanField, DateTimeLocalField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired
 
 
 class GradeForm(FlaskForm):
@@ -10,6 +10,14 @@ class GradeForm(FlaskForm):
 
 
 class ReleaseNowForm(FlaskForm):
+    # Students are told and emailed at once; a mis-click must not do that.
+    confirm = BooleanField(
+        "Yes, show every student their mark now and email it to them",
+        validators=[DataRequired(message="Tick the box to confirm the release.")],
+    )
+
+
+class WithdrawReleaseForm(FlaskForm):
     pass
 
 

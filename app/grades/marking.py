@@ -1,6 +1,7 @@
 """What markers work from: one row per student, marking progress, and the events that carry
 grades. Each student is marked on their latest accepted submission; earlier ones are listed
-beside it, and a rejected upload (infected, unreadable) is never the one marked."""
+beside it, and a rejected upload (infected, unreadable) is never the one marked. A student who
+has submitted nothing has a row too."""
 
 from dataclasses import dataclass, field
 
@@ -9,7 +10,7 @@ from sqlalchemy.orm import selectinload
 
 from app.events.publisher import emit, submission_topics
 from app.extensions import db
-from app.models import Grade, Submission, User
+from app.models import Enrollment, Grade, Submission, User
 
 
 def staff_topic(assignment_id):
@@ -36,7 +37,12 @@ def marking_rows(assignment):
                  selectinload(Submission.student))
         .order_by(Submission.id.desc())
     ).scalars().all()
-    rows = {}
+    # Everyone enrolled as a student has a row, so staff see who has not submitted.
+    enrolled = db.session.execute(
+        select(User).join(Enrollment, Enrollment.user_id == User.id)
+        .where(Enrollment.course_id == assignment.course_id, Enrollment.role == "student")
+    ).scalars().all()
+    rows = {student.id: MarkingRow(student, None) for student in enrolled}
     for submission in submissions:
         row = rows.setdefault(submission.student_id, MarkingRow(submission.student, None))
         if row.submission is None and submission.status != "rejected":

@@ -15,9 +15,11 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq_scheduler import Scheduler
 from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
 
+from app.events.publisher import emit, submission_topics
 from app.extensions import db, get_redis
-from app.grades.marking import emit_grade, emit_marking, is_markable
+from app.grades.marking import emit_grade, emit_marking, is_markable, markable_ids
 from app.models import Assignment, Grade, utcnow
 
 log = logging.getLogger(__name__)
@@ -252,6 +254,35 @@ def schedule_release(assignment, at):
     _redis_best_effort(enqueue_release, assignment.id, job_id, at=at)
     log.info("event=release_scheduled assignment_id=%s job_id=%s release_at=%s",
              assignment.id, job_id, at.isoformat())
+
+
+def withdraw_release(assignment):
+    """Hide released grades from students again (emails already sent stay sent); False if
+    grades were not out. Releasing again shows them again, without a second email."""
+    withdrawn = db.session.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment.id, Assignment.released_at.is_not(None))
+        .values(released_at=None, release_at=None, release_job_id=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not withdrawn:
+        db.session.rollback()
+        return False
+    shown = db.session.execute(
+        select(Grade).where(Grade.submission_id.in_(markable_ids(assignment.id)),
+                            Grade.notified_at.is_not(None))
+        .options(selectinload(Grade.submission))
+    ).scalars().all()
+    for grade in shown:
+        grade.notified_at = None
+        emit("grade", {"submission_id": grade.submission_id, "withdrawn": True},
+             submission_topics(grade.submission), grade.submission_id)
+    db.session.flush()
+    db.session.refresh(assignment)
+    emit_marking(assignment)
+    db.session.commit()
+    log.info("event=release_withdrawn assignment_id=%s grades=%s", assignment.id, len(shown))
+    return True
 
 
 def cancel_release(assignment):

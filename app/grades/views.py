@@ -6,7 +6,13 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.grades import bp
-from app.grades.forms import CancelReleaseForm, GradeForm, ReleaseNowForm, ScheduleReleaseForm
+from app.grades.forms import (
+    CancelReleaseForm,
+    GradeForm,
+    ReleaseNowForm,
+    ScheduleReleaseForm,
+    WithdrawReleaseForm,
+)
 from app.grades.marking import marking_progress, marking_rows, staff_topic
 from app.grades.release import (
     GradeError,
@@ -18,6 +24,7 @@ from app.grades.release import (
     release_state,
     save_grade,
     schedule_release,
+    withdraw_release,
 )
 from app.models import Assignment, Enrollment, Submission
 
@@ -52,7 +59,8 @@ def grade_form_for(submission, from_request=False):
     return form
 
 
-def marking_page(assignment, failed=None, failed_form=None, schedule_form=None, status=200):
+def marking_page(assignment, failed=None, failed_form=None, schedule_form=None,
+                 release_form=None, status=200):
     """The marking page; `failed` is a submission whose mark could not be saved, shown again."""
     rows = marking_rows(assignment)
     forms = {
@@ -68,7 +76,8 @@ def marking_page(assignment, failed=None, failed_form=None, schedule_form=None, 
     return render_template(
         "grades/marking.html", assignment=assignment, rows=rows, forms=forms,
         progress=marking_progress(assignment.id), state=release_state(assignment),
-        release_form=ReleaseNowForm(), schedule_form=schedule_form,
+        release_form=release_form or ReleaseNowForm(formdata=None),
+        withdraw_form=WithdrawReleaseForm(), schedule_form=schedule_form,
         cancel_form=CancelReleaseForm(), staff_topic=staff_topic(assignment.id),
     ), status
 
@@ -127,8 +136,12 @@ def grade(submission_id):
 @login_required
 def release(assignment_id):
     assignment = staff_assignment_or_404(assignment_id)
-    if not ReleaseNowForm().validate_on_submit():
-        flash("Your session expired; please try again.", "error")
+    form = ReleaseNowForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            flash("Your session expired; please try again.", "error")
+            return redirect(url_for("grades.marking", assignment_id=assignment.id), 303)
+        return marking_page(assignment, release_form=form, status=400)
     else:
         try:
             released = release_now(assignment)
@@ -138,6 +151,20 @@ def release(assignment_id):
             flash("Releasing grades now: students are told in a moment." if released
                   else "Grades for this assignment are already released.",
                   "success" if released else "error")
+    return redirect(url_for("grades.marking", assignment_id=assignment.id), 303)
+
+
+@bp.post("/assignments/<int:assignment_id>/release/withdraw")
+@login_required
+def withdraw(assignment_id):
+    assignment = staff_assignment_or_404(assignment_id)
+    if not WithdrawReleaseForm().validate_on_submit():
+        flash("Your session expired; please try again.", "error")
+    elif withdraw_release(assignment):
+        flash("Grades withdrawn: students no longer see their marks. Emails already sent "
+              "cannot be recalled.", "success")
+    else:
+        flash("Grades for this assignment were not released.", "error")
     return redirect(url_for("grades.marking", assignment_id=assignment.id), 303)
 
 

@@ -1,6 +1,7 @@
 // Flash messages: shown as they arrive on the user's topic and, until acknowledged, again on
 // every page view. A message is acknowledged only once it has been on screen for a moment (or
-// the user dismissed or followed it), so one that arrives as the student clicks away is kept.
+// the user dismissed or followed it), so one that arrives as the student clicks away is kept;
+// a dialog only once its button or link is pressed.
 (function () {
   const ACK_AFTER_MS = 1500;
   const area = document.getElementById("flash-area");
@@ -61,7 +62,12 @@
     }
     box.append(text);
     if (actions.childElementCount) box.append(actions);
-    if (message.modal) box.addEventListener("cancel", () => dismiss(box, message));
+    if (message.modal) {
+      // A dialog asks to be pressed: Escape does not close it, and nor does the browser's
+      // own close on a repeated Escape (it is shown again until its button is pressed).
+      box.addEventListener("cancel", (event) => event.preventDefault());
+      box.addEventListener("close", () => { if (!message.acked && box.isConnected) box.showModal(); });
+    }
     return box;
   }
 
@@ -103,7 +109,8 @@
     } else {
       area.append(box);
     }
-    acknowledgeWhenSeen(box, message);
+    // A dialog is acknowledged by pressing it, never merely by being seen.
+    if (!message.modal) acknowledgeWhenSeen(box, message);
   }
 
   const pending = document.getElementById("pending-flashes");

@@ -91,6 +91,33 @@
       box.replaceChildren(img);
     }
 
+    function showDownload() {
+      if (status.classList.contains("rejected") || !receipt.dataset.downloadUrl) return;
+      const link = document.createElement("a");
+      link.href = receipt.dataset.downloadUrl;
+      link.textContent = "download";
+      document.getElementById("download").replaceChildren(" · ", link);
+    }
+
+    // Where a result will not come, say why instead of "not checked yet".
+    function showMissing(id, text) {
+      const note = document.createElement(id === "thumbnail" ? "p" : "span");
+      note.className = "muted";
+      note.textContent = text;
+      document.getElementById(id).replaceChildren(note);
+    }
+
+    function showRejected() {
+      progress.className = "rejected";
+      const timing = document.getElementById("timing");
+      timing.className = "badge rejected";
+      timing.textContent = "Not accepted";
+      document.getElementById("download").replaceChildren();
+      document.getElementById("counts").textContent = "No: this file was not accepted";
+      showMissing("similarity", "Not checked: the file was not accepted.");
+      showMissing("thumbnail", "No preview: the file was not accepted.");
+    }
+
     async function showSimilarity() {
       const response = await fetch(receipt.dataset.apiUrl, { credentials: "same-origin" });
       if (!response.ok) return;
@@ -125,8 +152,13 @@
       const requeue = item.querySelector("form.requeue");
       if (requeue) requeue.hidden = step.status !== "failed" || status.classList.contains("rejected");
       showProgress();
+      if (step.status === "succeeded" && step.step === "store") showDownload();
       if (step.status === "succeeded" && step.step === "thumbnail") showThumbnail();
       if (step.status === "succeeded" && step.step === "plagiarism") showSimilarity();
+      if (["skipped", "failed"].includes(step.status) && !status.classList.contains("rejected")) {
+        if (step.step === "plagiarism") showMissing("similarity", step.detail);
+        if (step.step === "thumbnail") showMissing("thumbnail", step.detail);
+      }
     });
 
     window.submissionsLive.on("submission", (submission) => {
@@ -134,13 +166,25 @@
       status.className = `status ${submission.status}`;
       status.textContent = submission.status.replace(/_/g, " ");
       detail.textContent = submission.detail;
+      progress.className = submission.status;
       if (submission.status === "rejected") {
+        showRejected();
         stepList.querySelectorAll("form.requeue").forEach((form) => { form.hidden = true; });
       }
     });
 
     window.submissionsLive.on("grade", (grade) => {
       if (grade.submission_id !== submissionId) return;
+      if (grade.withdrawn) {
+        // Staff keep seeing the mark they gave; the student no longer does.
+        const box = document.getElementById("grade");
+        if (box.dataset.staff) return;
+        const note = document.createElement("p");
+        note.className = "muted";
+        note.textContent = "Not released yet.";
+        box.replaceChildren(note);
+        return;
+      }
       const score = document.createElement("p");
       score.className = "score";
       score.textContent = `${Number(grade.score).toFixed(1)} / ${grade.max_score}`;

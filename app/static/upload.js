@@ -1,3 +1,27 @@
+// The time left before the due time, kept current while the page is open (as time_left says it).
+(function () {
+  const countdown = document.getElementById("countdown");
+  if (!countdown) return;
+  const due = Date.parse(countdown.dataset.due);
+  function span(seconds) {
+    let minutes = Math.floor(seconds / 60);
+    if (minutes < 1) return "less than a minute";
+    const parts = [];
+    for (const [unit, size] of [["day", 1440], ["hour", 60], ["minute", 1]]) {
+      const count = Math.floor(minutes / size);
+      minutes %= size;
+      if (count) parts.push(`${count} ${unit}${count === 1 ? "" : "s"}`);
+    }
+    return parts.slice(0, 2).join(" ");
+  }
+  function show() {
+    const seconds = (due - Date.now()) / 1000;
+    countdown.textContent = seconds > 0 ? `Due in ${span(seconds)}` : `The due time passed ${span(-seconds)} ago`;
+    countdown.classList.toggle("passed", seconds <= 0);
+  }
+  setInterval(show, 30000);
+})();
+
 // Sends the upload in the background so a busy server (503) or a rate limit (429) is retried
 // with the same idempotency key, instead of asking the student to try again.
 (function () {

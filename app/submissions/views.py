@@ -6,7 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField
 
 from app.extensions import csrf, db
-from app.models import Submission
+from app.models import Submission, utcnow
 from app.pipeline import STEP_BY_NAME
 from app.submissions import bp
 from app.submissions.access import (
@@ -43,9 +43,15 @@ def _assignment_page(assignment, form, error=None, status=200):
         form.idempotency_key.data = uuid.uuid4().hex
     return render_template(
         "submissions/assignment.html", assignment=assignment, form=form,
-        submissions=mine, error=error,
-        role=current_user.course_role(assignment.course_id),
+        submissions=mine, counted=counted_of(mine), past_due=utcnow() > assignment.due_at,
+        error=error, role=current_user.course_role(assignment.course_id),
     ), status
+
+
+def counted_of(submissions):
+    """The one that is marked: the latest not rejected (as app.grades.marking has it)."""
+    accepted = [s for s in submissions if s.status != "rejected"]
+    return max(accepted, key=lambda s: s.id, default=None)
 
 
 @bp.route("/assignments/<int:assignment_id>", methods=["GET", "POST"])
@@ -80,8 +86,13 @@ def assignment(assignment_id):
 @login_required
 def detail(submission_id):
     submission = visible_submission_or_404(submission_id)
+    theirs = db.session.execute(
+        db.select(Submission).filter_by(assignment_id=submission.assignment_id,
+                                        student_id=submission.student_id)
+    ).scalars().all()
     return render_template(
         "submissions/detail.html", submission=submission, steps=STEP_BY_NAME,
+        counted=counted_of(theirs),
         is_staff=current_user.is_staff_of(submission.assignment.course_id),
     )
 

@@ -55,6 +55,7 @@ def test_students_open_page_shows_the_grade_when_staff_release_it(
     expect(student.locator("#grade")).to_contain_text("Not released yet")
     assert "44" not in student.locator("#grade").inner_text()
 
+    marker.check("#confirm-release")
     marker.click("#release-now")
     expect(marker.locator(".notice")).to_contain_text("Releasing grades now")
 
