@@ -38,6 +38,16 @@ JOB_MONITORING_INTERVAL = 10
 log = logging.getLogger("worker")
 
 
+class PeriodicJobsQuiet(logging.Filter):
+    """RQ's lines for each periodic upkeep job (every few seconds, on the maintenance queue)
+    would bury everything else a worker says, `make run`'s account table included; their own
+    summaries speak when something happened."""
+
+    def filter(self, record):
+        return not (record.levelno <= logging.INFO
+                    and any("maintenance" in str(arg) for arg in record.args or ()))
+
+
 class OutageTolerantWorker(Worker):
     """A worker that waits out a Redis outage instead of exiting. RQ's loop heartbeats before
     each wait for a job and after each job: there it waits for Redis, registers itself again
@@ -46,6 +56,8 @@ class OutageTolerantWorker(Worker):
 
     # RQ's own retry when dequeueing fails, capped like ours.
     max_connection_wait_time = MAX_DELAY
+    # "Result is kept for 3600 seconds" after every job says nothing a reader needs.
+    log_result_lifespan = False
 
     def heartbeat(self, timeout=None, pipeline=None):
         if pipeline is not None:
@@ -249,6 +261,7 @@ def main(queue_names):
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
     )
+    logging.getLogger("rq.worker").addFilter(PeriodicJobsQuiet())
     with app.app_context():
         if not redis_answers_at_start():
             log.info("event=worker_stopped_before_start reason=signal")

@@ -242,7 +242,9 @@ def reconcile():
     summary = {"checked": len(in_flight), "requeued": requeued, "enqueued": enqueued,
                "completed": completed, "emails_requeued": emails_requeued,
                "releases_restored": restore_scheduled_releases()}
-    log.info("event=reconcile %s", " ".join(f"{k}={v}" for k, v in summary.items()))
+    # Every few seconds: said at INFO only when it put something right.
+    level = logging.INFO if any(v for k, v in summary.items() if k != "checked") else logging.DEBUG
+    log.log(level, "event=reconcile %s", " ".join(f"{k}={v}" for k, v in summary.items()))
     return summary
 
 

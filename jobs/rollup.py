@@ -143,7 +143,7 @@ def roll_up():
     emit("stats", stats, [dashboard.TOPIC])
     db.session.commit()
     _prune_published_stats(current_app.config["DASHBOARD_EVENTS_KEPT"])
-    log.info(
+    log.debug(  # every few seconds; the dashboard shows the figures
         "event=rollup job_id=%s intake_last_minute=%s backlog=%s failed_steps=%s "
         "open_streams=%s", job.id if job else None, stats["intake_last_minute"],
         stats["backlog"], stats["failed_steps"], stats["open_streams"],

@@ -146,7 +146,7 @@ def test_metrics_count_retries_and_failures_per_step(app, client, world):
 
 
 def test_step_and_roll_up_log_lines_carry_submission_and_job_ids(app, world, caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)  # the roll-up, every few seconds, speaks at DEBUG
     assert upload(app, world, b"an essay\n", "essay.txt").status_code == 202
     Queue("maintenance", connection=get_redis()).enqueue("jobs.rollup.roll_up")
     run_jobs()
