@@ -29,6 +29,24 @@ def pytest_report_header(config):
     return f"database backend: {os.environ.get('TEST_DATABASE', 'sqlite')}"
 
 
+# What a test using each fixture must be marked, so `-m "not slow"` or `-m browser` finds it:
+# a real Chromium, a fault scenario, a Redis or PostgreSQL stopped under running processes.
+MARKS_REQUIRED_BY = {"chromium": {"slow", "browser"}, "fault_run": {"slow"},
+                     "own_redis": {"slow"}, "cluster": {"slow"}}
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = []
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        for fixture, required in MARKS_REQUIRED_BY.items():
+            if fixture in item.fixturenames and not required <= marks:
+                unmarked.append(f"{item.nodeid} uses {fixture}: mark it "
+                                + ", ".join(sorted(required - marks)))
+    if unmarked:
+        raise pytest.UsageError("\n".join(unmarked))
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
