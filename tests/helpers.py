@@ -1,5 +1,6 @@
 import io
 import re
+import time
 
 from app.extensions import db
 from app.models import Event, Submission
@@ -41,6 +42,21 @@ def fetch(viewer, url):
     with viewer.get(url) as response:
         response.get_data()
     return response
+
+
+def wait_until(predicate, seconds=5, message=None, interval=0.05):
+    """Poll `predicate` until it returns something true, and return that; fail after `seconds`
+    with `message` (called then if callable, so a log it shows is up to date)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            if callable(message):
+                message = message()
+            raise AssertionError(message or f"still not true after {seconds} s")
+        time.sleep(interval)
 
 
 def only_submission():
