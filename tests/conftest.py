@@ -98,11 +98,11 @@ def app(migrated, redis_server, tmp_path):
     app.test_client_class = Client
     with app.app_context():
         get_redis().flushdb()
+        # Emptied before each test, not after too: every test that reads them starts here.
         _empty_tables()
         yield app
         stop_hub()
         db.session.remove()
-        _empty_tables()
         db.engine.dispose()
 
 
