@@ -15,7 +15,12 @@ from tests.conftest import ROOT
 from tests.helpers import wait_until
 from tests.services import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # make run gets a SQLite database of its own whatever the pass: once is enough.
+    pytest.mark.skipif(os.environ.get("TEST_DATABASE") == "postgres",
+                       reason="make run uses its own SQLite database; the SQLite pass runs it"),
+]
 
 
 def get_or_none(url, **kwargs):
