@@ -200,17 +200,19 @@ def ensure_system_packages():
                    env=quiet, check=True, stdout=subprocess.DEVNULL)
 
 
-FAULT_SCENARIOS = "tests/faults/test_faults.py"
+# Processes riding out a broken Redis, PostgreSQL, clamd or SMTP: the longest part of the
+# PostgreSQL pass, which make test runs as a pass of its own beside the other two.
+FAULT_TESTS = ["tests/faults/test_faults.py", "tests/test_redis_outage.py",
+               "tests/test_email_database_restart.py"]
 
 
 def test_passes(pytest_args):
-    """(name, TEST_DATABASE, pytest arguments) of each pass. The whole suite runs the fault
-    scenarios, the longest part of the PostgreSQL pass, as a pass of their own beside it."""
+    """(name, TEST_DATABASE, pytest arguments) of each pass; PYTEST_ADDOPTS reaches them all."""
     if pytest_args:
         return [("SQLite", "sqlite", pytest_args), ("PostgreSQL", "postgres", pytest_args)]
     return [("SQLite", "sqlite", []),
-            ("PostgreSQL", "postgres", [f"--ignore={FAULT_SCENARIOS}"]),
-            ("PostgreSQL fault scenarios", "postgres", [FAULT_SCENARIOS])]
+            ("PostgreSQL", "postgres", [f"--ignore={path}" for path in FAULT_TESTS]),
+            ("PostgreSQL faults", "postgres", FAULT_TESTS)]
 
 
 def test(args):
@@ -228,7 +230,8 @@ def test(args):
         env["TEST_POSTGRES_URL"] = postgres_url(children)
         for name, database, pytest_args in test_passes(args.pytest_args):
             log_path = logs / f"{name.lower().replace(' ', '-')}.log"
-            say(f"{name} pass: starting (pytest {' '.join(pytest_args)}), output in {log_path}")
+            say(f"{name} pass: starting (pytest {' '.join(pytest_args) or 'tests'}), "
+                f"output in {log_path}")
             with open(log_path, "wb") as log:
                 process = subprocess.Popen([*pytest, *pytest_args], cwd=ROOT,
                                            env={**env, "TEST_DATABASE": database},
