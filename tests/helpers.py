@@ -44,7 +44,7 @@ def fetch(viewer, url):
     return response
 
 
-def wait_until(predicate, seconds=5, message=None, interval=0.05):
+def wait_until(predicate, seconds=5, message=None, interval=0.2):
     """Poll `predicate` until it returns something true, and return that; fail after `seconds`
     with `message` (called then if callable, so a log it shows is up to date)."""
     deadline = time.monotonic() + seconds
