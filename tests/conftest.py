@@ -30,6 +30,24 @@ def pytest_report_header(config):
     return f"database backend: {os.environ.get('TEST_DATABASE', 'sqlite')}"
 
 
+# What a test using each fixture must be marked, so `-m "not slow"` or `-m browser` finds it:
+# a real Chromium, a fault scenario, a Redis or PostgreSQL stopped under running processes.
+MARKS_REQUIRED_BY = {"chromium": {"slow", "browser"}, "fault_run": {"slow"},
+                     "own_redis": {"slow"}, "cluster": {"slow"}}
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = []
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        for fixture, required in MARKS_REQUIRED_BY.items():
+            if fixture in item.fixturenames and not required <= marks:
+                unmarked.append(f"{item.nodeid} uses {fixture}: mark it "
+                                + ", ".join(sorted(required - marks)))
+    if unmarked:
+        raise pytest.UsageError("\n".join(unmarked))
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
@@ -81,11 +99,11 @@ def app(migrated, redis_server, tmp_path):
     app.test_client_class = Client
     with app.app_context():
         get_redis().flushdb()
+        # Emptied before each test, not after too: every test that reads them starts here.
         _empty_tables()
         yield app
         stop_hub()
         db.session.remove()
-        _empty_tables()
         db.engine.dispose()
 
 

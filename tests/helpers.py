@@ -2,6 +2,7 @@ import io
 import os
 import re
 import signal
+import time
 from contextlib import contextmanager
 
 from app.extensions import db
@@ -44,6 +45,21 @@ def fetch(viewer, url):
     with viewer.get(url) as response:
         response.get_data()
     return response
+
+
+def wait_until(predicate, seconds=5, message=None, interval=0.2):
+    """Poll `predicate` until it returns something true, and return that; fail after `seconds`
+    with `message` (called then if callable, so a log it shows is up to date)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            if callable(message):
+                message = message()
+            raise AssertionError(message or f"still not true after {seconds} s")
+        time.sleep(interval)
 
 
 def only_submission():

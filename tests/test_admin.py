@@ -2,7 +2,6 @@ import io
 import json
 import re
 import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +31,7 @@ from app.ops.dashboard import TOPIC
 from jobs.maintenance import reconcile
 from tests.conftest import Auth, Client, csrf_from, run_jobs
 from tests.e2e.live import client_for, follow, open_stream
+from tests.helpers import wait_until
 from tests.samples import EICAR
 from tests.services import free_port
 
@@ -632,15 +632,6 @@ def test_flash_to_one_person_or_everyone_and_bad_requests_send_nothing(app, admi
     assert {message.hide_after for message in tonight} == {30}
 
 
-def wait_for(condition, seconds=5):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_open_streams_show_in_metrics_and_on_the_dashboard(app, admin_client, world, live):
     def metric():
         text = admin_client.get("/metrics").get_data(as_text=True)
@@ -650,7 +641,7 @@ def test_open_streams_show_in_metrics_and_on_the_dashboard(app, admin_client, wo
     alice = id_of(world.users["alice"])
     readers = [follow_live(app, "alice", f"user.{alice}"), follow_live(app, "root", TOPIC)]
     try:
-        assert wait_for(lambda: metric() == 2)
+        wait_until(lambda: metric() == 2)
         Queue("maintenance", connection=get_redis()).enqueue("jobs.rollup.roll_up")
         run_jobs(["maintenance"])
         page = admin_client.get("/admin/").get_data(as_text=True)
@@ -658,4 +649,4 @@ def test_open_streams_show_in_metrics_and_on_the_dashboard(app, admin_client, wo
     finally:
         for reader in readers:
             reader.close()
-    assert wait_for(lambda: metric() == 0)
+    wait_until(lambda: metric() == 0)

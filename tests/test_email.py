@@ -19,7 +19,14 @@ from app.models import OutboxEmail, StepRun, Submission
 from app.pipeline import QUEUES
 from app.services import mailer
 from tests.conftest import ROOT, process_env, run_jobs
-from tests.helpers import descendants, kill_tree, logged_in, only_submission, upload_form
+from tests.helpers import (
+    descendants,
+    kill_tree,
+    logged_in,
+    only_submission,
+    upload_form,
+    wait_until,
+)
 from tests.smtp import SmtpServer
 
 BESIDES_EMAIL = tuple(name for name in QUEUES if name != "email")
@@ -253,15 +260,6 @@ def worker_process(app, smtp, log_path):
                 process.wait(10)
 
 
-def wait_until(predicate, timeout, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stall_at, delivered_before_rerun, rerun_detail", [
     # Killed while the server had not accepted yet: nothing went out, the re-run sends it.
@@ -297,8 +295,8 @@ def test_worker_killed_mid_send_then_rerun_delivers_exactly_one_receipt(
 
     second_log = tmp_path / "second-worker.log"
     with worker_process(app, smtp, second_log):
-        finished = wait_until(lambda: email_step(submission_id).status == "succeeded", 60)
-        assert finished, second_log.read_text()
+        wait_until(lambda: email_step(submission_id).status == "succeeded", 60,
+                   second_log.read_text)
 
     step = email_step(submission_id)
     assert (step.detail, step.attempts) == (rerun_detail, 2)

@@ -3,6 +3,7 @@ record of the acceptance outlives the lost commit. Each test runs against a priv
 may stop, never the shared server."""
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -32,6 +33,9 @@ def postgres_installed():
 
 pytestmark = [
     pytest.mark.slow,
+    # A private cluster whatever the pass: it runs once, in the PostgreSQL pass.
+    pytest.mark.skipif(os.environ.get("TEST_DATABASE") != "postgres",
+                       reason="a private PostgreSQL cluster; the PostgreSQL pass runs it"),
     pytest.mark.skipif(not postgres_installed(),
                        reason="needs the PostgreSQL server binaries (initdb, pg_ctl)"),
 ]

@@ -15,7 +15,7 @@ from app.pipeline import create_steps, record_step
 from tests.conftest import PASSWORD, Auth, process_env
 from tests.e2e.live import SocketStream, StreamReader, browser, client_for, follow, open_stream
 from tests.e2e.servers import WebServer
-from tests.helpers import paused
+from tests.helpers import paused, wait_until
 from tests.services import RedisServer
 
 HEARTBEAT = 0.2
@@ -402,22 +402,13 @@ def test_open_streams_are_counted_here_and_across_processes(app, people):
     redis_client.hset(event_hub.METRICS_SEEN_KEY, "gone-host:1", time.time() - 3600)
     readers = [follow(client_for(app, "alice"), f"user.{people['alice']}") for _ in range(3)]
     assert event_hub.open_stream_count() == 3
-    assert wait_for(lambda: event_hub.open_streams_all_processes() == 3)
+    wait_until(lambda: event_hub.open_streams_all_processes() == 3)
     assert not redis_client.hexists(event_hub.METRICS_KEY, "gone-host:1")
     for reader in readers:
         reader.close()
     assert event_hub.open_stream_count() == 0
-    assert wait_for(lambda: event_hub.open_streams_all_processes() == 0)
+    wait_until(lambda: event_hub.open_streams_all_processes() == 0)
     redis_client.close()
-
-
-def wait_for(condition, seconds=5):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 # --- under gunicorn with the gevent worker, as in production ----------------------------------
@@ -453,7 +444,7 @@ def test_many_streams_in_one_web_process_share_one_redis_connection(
              "sam": f"/events?topic=submission.{submissions['alice']}"}
     streams = [SocketStream(web.url, paths["alice"], headers["alice"])]
     assert streams[0].read_head() == 200
-    assert wait_for(lambda: len(hub_connections(redis_client, worker_pid)) == 2)
+    wait_until(lambda: len(hub_connections(redis_client, worker_pid)) == 2)
     connections_with_one_stream = len(redis_client.client_list())
 
     for index in range(39):
@@ -499,17 +490,17 @@ def test_stream_of_a_closed_browser_is_cleaned_up_by_the_next_heartbeat(web, peo
                for _ in range(5)]
     for stream in streams:
         assert stream.read_head() == 200
-    assert wait_for(lambda: event_hub.open_streams_all_processes() == 5)
+    wait_until(lambda: event_hub.open_streams_all_processes() == 5)
     for stream in streams[:3]:
         stream.close()
     closed_at = time.monotonic()
-    assert wait_for(lambda: event_hub.open_streams_all_processes() == 2, seconds=4)
+    wait_until(lambda: event_hub.open_streams_all_processes() == 2, seconds=4)
     # Noticed at the next heartbeat (1 s), not when a later write fails (2 s), and reported
     # within the hub's next tick.
     assert time.monotonic() - closed_at < 1.7
     for stream in streams[3:]:
         stream.close()
-    assert wait_for(lambda: event_hub.open_streams_all_processes() == 0, seconds=4)
+    wait_until(lambda: event_hub.open_streams_all_processes() == 0, seconds=4)
 
 
 @pytest.mark.slow
@@ -523,7 +514,7 @@ def test_streams_past_a_thousand_descriptors_stay_open_and_live(web, people, sub
         stream = SocketStream(web.url, path, headers)
         assert stream.read_head() == 200
         streams.append(stream)
-    assert wait_for(lambda: event_hub.open_streams_all_processes() == 1060, seconds=10)
+    wait_until(lambda: event_hub.open_streams_all_processes() == 1060, seconds=10)
     newest = streams[-1]
     assert any(frame.comment == "heartbeat" for _, frame in newest.frames_for(2.5))
     assert event_hub.open_streams_all_processes() == 1060
@@ -532,7 +523,7 @@ def test_streams_past_a_thousand_descriptors_stay_open_and_live(web, people, sub
     assert [frame.id for frame in newest.events(1)] == [done]
     for stream in streams:
         stream.close()
-    assert wait_for(lambda: event_hub.open_streams_all_processes() == 0, seconds=10)
+    wait_until(lambda: event_hub.open_streams_all_processes() == 0, seconds=10)
 
 
 def test_hub_starts_with_the_first_stream_not_with_the_app(app, people):

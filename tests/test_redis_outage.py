@@ -16,7 +16,7 @@ from app.models import Submission
 from app.pipeline import QUEUES
 from jobs.maintenance import PERIODIC, scheduler_for
 from tests.conftest import ROOT, process_env
-from tests.helpers import kill_tree, paused, upload_api
+from tests.helpers import kill_tree, paused, upload_api, wait_until
 from tests.services import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -96,14 +96,6 @@ def restart_empty(server, down_for):
     server.stop()
     time.sleep(down_for)
     server.start()
-
-
-def wait_until(predicate, seconds, message):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(message() if callable(message) else message)
-        time.sleep(0.2)
 
 
 def registered_worker_pids():

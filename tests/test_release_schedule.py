@@ -13,6 +13,7 @@ from sqlalchemy import update
 from app.extensions import db, get_redis
 from app.models import Assignment, utcnow
 from tests.conftest import ROOT, process_env
+from tests.helpers import wait_until
 from tests.smtp import SmtpServer
 from tests.test_grades import release_state, scheduled_job_ids, submission_for
 
@@ -59,14 +60,6 @@ def scheduler_and_worker(app, tmp_path, smtp_url):
 def grade_seen_by(client, headers, submission_id):
     db.session.remove()
     return client.get(f"/api/v1/submissions/{submission_id}", headers=headers).get_json()["grade"]
-
-
-def wait_until(predicate, seconds, message):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.2)
 
 
 def mark(client, headers, submission_id, score):

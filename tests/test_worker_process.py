@@ -1,7 +1,6 @@
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from rq import Worker
@@ -9,17 +8,9 @@ from rq import Worker
 from app.extensions import db, get_redis
 from app.models import Submission
 from tests.conftest import ROOT, process_env
-from tests.helpers import upload_api
+from tests.helpers import upload_api, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def wait_until(predicate, seconds, message):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.2)
 
 
 def status_of(submission_id):

@@ -3,7 +3,6 @@ timeout, leaving the worker to carry on with the queue."""
 
 import subprocess
 import sys
-import time
 
 import pytest
 from rq import Queue
@@ -11,17 +10,9 @@ from rq import Queue
 from app.extensions import db, get_redis
 from app.models import Submission
 from tests.conftest import ROOT, process_env
-from tests.helpers import upload_api
+from tests.helpers import upload_api, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def wait_until(predicate, seconds, message):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(message() if callable(message) else message)
-        time.sleep(0.2)
 
 
 def test_a_job_that_hangs_is_stopped_at_its_timeout_and_the_worker_carries_on(

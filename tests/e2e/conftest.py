@@ -70,17 +70,25 @@ def live_server(web_server, start_worker):
     return web_server.url
 
 
-@pytest.fixture
-def browser_page():
+@pytest.fixture(scope="package")
+def chromium():
+    """One Chromium for the browser tests; each test gets contexts (cookies, storage) of its own."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        yield page
-        context.close()
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    # With any other context the test opened on the same browser.
+    for context in chromium.contexts:
+        context.close()
 
 
 def login(page, base_url, name):

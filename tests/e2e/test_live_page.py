@@ -9,6 +9,7 @@ from app.models import FlashMessage, Submission
 from app.pipeline import record_step, record_submission, skip_remaining
 from tests.e2e.conftest import login
 from tests.e2e.servers import WebServer
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -149,10 +150,7 @@ def test_flash_is_acknowledged_only_after_it_has_been_on_screen(
     # The next page shows it again, and this time it stays in view.
     page.wait_for_selector(f".flash[data-flash-id='{quick.id}']")
     seen_again = time.time()
-    deadline = time.monotonic() + 10
-    while acked_at(quick.id) is None:
-        assert time.monotonic() < deadline, "never acknowledged"
-        time.sleep(0.1)
+    wait_until(lambda: acked_at(quick.id) is not None, 10, "never acknowledged")
     assert acked_at(quick.id).timestamp() - seen_again >= 1.2
 
     # A dialog with a link and a button: acknowledged when its button is pressed.
@@ -164,10 +162,8 @@ def test_flash_is_acknowledged_only_after_it_has_been_on_screen(
     assert dialog.query_selector("a").inner_text() == "See your grade"
     dialog.query_selector("button").click()
     page.wait_for_selector(f"dialog[data-flash-id='{modal.id}']", state="detached")
-    deadline = time.monotonic() + 5
-    while acked_at(modal.id) is None:
-        assert time.monotonic() < deadline, "the dialog's button did not acknowledge it"
-        time.sleep(0.1)
+    wait_until(lambda: acked_at(modal.id) is not None, 5,
+               "the dialog's button did not acknowledge it")
 
     # One that hides itself after two seconds.
     [brief] = send_flash([alice], "Saved", hide_after=2)
