@@ -29,9 +29,12 @@ class _SessionTrackingController(Controller):
         return session
 
     async def close_sessions(self):
+        # As a mail server shutting down does: a reply already written (a message accepted)
+        # still goes out before the connection closes; a transaction not yet accepted is cut
+        # off. (drop_after_accept models a reply lost after acceptance.)
         for session in self.sessions:
             if session.transport is not None:
-                session.transport.abort()
+                session.transport.close()
         await asyncio.sleep(0)  # let each transport finish closing its socket
 
 
