@@ -69,7 +69,15 @@ def test_run_serves_the_page_and_a_demo_upload_completes(redis_server, tmp_path)
 
         body = wait_until(completed, 90, lambda: f"not completed: {log_path.read_text()[-3000:]}")
         scan = next(step for step in body["steps"] if step["name"] == "scan")
-        assert "No threats found" in scan["detail"]
+        assert scan["detail"] == "No viruses found"
+        # Staff read which scanner it was.
+        staff_password = re.search(r"staff@example.edu\s+password: (\S+)", log_path.read_text())
+        staff_token = requests.post(f"{base}/api/v1/tokens", timeout=5, json={
+            "email": "staff@example.edu", "password": staff_password.group(1)}).json()["token"]
+        staff_view = requests.get(location, timeout=5,
+                                  headers={"Authorization": f"Bearer {staff_token}"}).json()
+        scan = next(step for step in staff_view["steps"] if step["name"] == "scan")
+        assert scan["detail"].startswith("No threats found; scanned by "), scan
         # One worker per core of the machine.
         workers = Worker.all(connection=redis.Redis.from_url(env["REDIS_URL"]))
         assert len(workers) == os.cpu_count(), log_path.read_text()[-3000:]
