@@ -30,6 +30,7 @@ from app.extensions import db, get_redis
 from app.pipeline import QUEUES, STEP_BY_NAME, STEPS
 from jobs.redis_outage import MAX_DELAY, REDIS_DOWN, wait_for_redis
 from jobs.runner import serving
+from jobs.thumbnail import PREVIEWS
 
 # Heartbeats this often, so the reconciler can tell a dead worker within a minute.
 WORKER_TTL = 30
@@ -226,7 +227,7 @@ def build_worker(queue_names, preload=True):
         preload_job_modules()
         if STEP_BY_NAME["thumbnail"].queue in queue_names:
             # Ready before the first preview instead of starting as it waits.
-            importlib.import_module("jobs.thumbnail").PREVIEWS.start()
+            PREVIEWS.start()
     # A forked child (RQ's scheduler) must not share the worker's database connections.
     os.register_at_fork(after_in_child=lambda: db.engine.dispose(close=False))
     return OutageTolerantWorker(

@@ -134,9 +134,7 @@ def create_steps(submission, queue_first=False):
     first = set(ready_steps({step.name: "pending" for step in STEPS}))
     queued = [step_run for step_run in submission.steps if step_run.name in first]
     for step_run in queued:
-        step_run.job_id = new_job_id()
-        for name, value in step_values("queued", "Waiting for a worker").items():
-            setattr(step_run, name, value)
+        _set(step_run, _queued(new_job_id()))
     return queued
 
 
@@ -166,9 +164,13 @@ def submission_payload(submission):
 
 
 def record_step(step_run, status, detail, error=None):
-    for name, value in step_values(status, detail, error).items():
-        setattr(step_run, name, value)
+    _set(step_run, step_values(status, detail, error))
     _announce(step_run)
+
+
+def _set(step_run, values):
+    for name, value in values.items():
+        setattr(step_run, name, value)
 
 
 def step_values(status, detail, error=None):
@@ -204,12 +206,15 @@ def record_submission(submission, status, detail=""):
     log.info("event=submission submission_id=%s status=%s", submission.id, status)
 
 
-def claim_for_queue(step_run, from_statuses=("pending",), job_id=None):
-    """Atomically move a step to queued; None when another process got there first, else the
-    id of the job that is to run it."""
-    job_id = job_id or new_job_id()
-    queued = {"job_id": job_id, **step_values("queued", "Waiting for a worker")}
-    if not _claim(step_run, from_statuses, queued):
+def _queued(job_id):
+    return {"job_id": job_id, **step_values("queued", "Waiting for a worker")}
+
+
+def claim_for_queue(step_run, from_statuses=("pending",)):
+    """Atomically move a step to queued, for a new job; None when another process got there
+    first, else the job's id."""
+    job_id = new_job_id()
+    if not _claim(step_run, from_statuses, _queued(job_id)):
         return None
     _announce(step_run)
     return job_id
@@ -218,7 +223,7 @@ def claim_for_queue(step_run, from_statuses=("pending",), job_id=None):
 def claim_to_run(step_run, job_id):
     """Atomically move a pending step to running in the job `job_id` (queued and started in
     one write, each announced); False when another process got there first."""
-    queued = {"job_id": job_id, **step_values("queued", "Waiting for a worker")}
+    queued = _queued(job_id)
     attempts = step_run.attempts + 1
     running = {"attempts": attempts,
                **step_values("running", f"Running (attempt {attempts})")}
@@ -266,12 +271,10 @@ def enqueue_step(step_run, pipe=None):
     _enqueue(step_run, retry_delays(STEP_BY_NAME[step_run.name]), pipe=pipe)
 
 
-def enqueue_retry(step_run, wait, retries_left):
+def enqueue_retry(step_run, wait, delays):
     """Schedule the next attempt of a step that failed where no job of its own carried it
-    (run on in another step's job): a job `wait` seconds from now, with the step's remaining
-    retries. Redis away: the reconciler queues the step once it is back."""
-    delays = retry_delays(STEP_BY_NAME[step_run.name])[-(retries_left - 1):] \
-        if retries_left > 1 else []
+    (run on in another step's job): a job `wait` seconds from now, retried after `delays`.
+    Redis away: the reconciler queues the step once it is back."""
     try:
         _enqueue(step_run, delays, wait=wait)
     except Exception as exc:

@@ -165,7 +165,9 @@ def _record_failure(step_run, job, exc, inline):
     wait = None
     if inline:
         retries_left = 0 if refused else step.max_attempts - step_run.attempts
-        wait = pipeline.retry_delays(step)[0] if retries_left else None
+        # This retry's wait, then the later ones' (of the step's own job).
+        delays = pipeline.retry_delays(step)[-retries_left:] if retries_left else []
+        wait = delays[0] if delays else None
     else:
         if refused and job is not None:
             job.retries_left = 0  # RQ files the job as failed instead of retrying it
@@ -202,7 +204,7 @@ def _record_failure(step_run, job, exc, inline):
         step_run.job_id = pipeline.new_job_id()
     db.session.commit()
     if wait is not None:
-        pipeline.enqueue_retry(step_run, wait, retries_left)
+        pipeline.enqueue_retry(step_run, wait, delays[1:])
     metrics.count_step(step_run)
     log.warning("event=step_error submission_id=%s step=%s job_id=%s error=%r",
                 step_run.submission_id, step_run.name, step_run.job_id, error)

@@ -62,6 +62,21 @@ def wait_until(predicate, seconds=5, message=None, interval=0.2):
         time.sleep(interval)
 
 
+def alice_essay_submission(world):
+    """A committed PDF submission of alice's to the essay, its steps pending: for a page or
+    stream test that records the steps' outcomes itself."""
+    from app.pipeline import create_steps
+
+    submission = Submission(
+        assignment=world.essay, student=world.users["alice"], filename="essay.pdf",
+        content_type="application/pdf", size=5, sha256="0" * 64, status="received",
+    )
+    create_steps(submission)
+    db.session.add(submission)
+    db.session.commit()
+    return submission
+
+
 def only_submission():
     return db.session.execute(db.select(Submission)).scalar_one()
 

@@ -8,9 +8,9 @@ import pytest
 from app.events import hub as event_hub
 from app.extensions import db
 from app.models import Submission
-from app.pipeline import create_steps, record_step, record_submission
+from app.pipeline import record_step, record_submission
 from tests.e2e.live import client_for, follow
-from tests.helpers import logged_in
+from tests.helpers import alice_essay_submission, logged_in
 
 RAW = {
     "scan": ("succeeded",
@@ -30,13 +30,7 @@ JARGON = ["clamd", "ADMIN_SYNC_URL", "outbox", "#4242", "hash-signature", "no ma
 
 @pytest.fixture
 def processed(world):
-    submission = Submission(
-        assignment=world.essay, student=world.users["alice"], filename="essay.pdf",
-        content_type="application/pdf", size=5, sha256="0" * 64, status="received",
-    )
-    create_steps(submission)
-    db.session.add(submission)
-    db.session.commit()
+    submission = alice_essay_submission(world)
     for name, (status, detail) in RAW.items():
         record_step(submission.step(name), status, detail)
     record_submission(submission, "completed", "All checks finished")

@@ -4,20 +4,8 @@ accepted or whose check was skipped, instead of "On time" and "not checked yet".
 import html
 
 from app.extensions import db
-from app.models import Submission
-from app.pipeline import create_steps, record_step, record_submission, skip_remaining
-from tests.helpers import logged_in
-
-
-def new_submission(world):
-    submission = Submission(
-        assignment=world.essay, student=world.users["alice"], filename="essay.pdf",
-        content_type="application/pdf", size=5, sha256="0" * 64, status="received",
-    )
-    create_steps(submission)
-    db.session.add(submission)
-    db.session.commit()
-    return submission
+from app.pipeline import record_step, record_submission, skip_remaining
+from tests.helpers import alice_essay_submission, logged_in
 
 
 def page_of(app, submission_id):
@@ -26,7 +14,7 @@ def page_of(app, submission_id):
 
 
 def test_rejected_work_is_not_on_time_not_waiting_and_not_green(app, world):
-    submission = new_submission(world)
+    submission = alice_essay_submission(world)
     reason = "Not accepted: ClamAV (clamd) found Submissions.Test.EICAR in this file."
     record_step(submission.step("scan"), "failed", reason, error=reason)
     skip_remaining(submission, "Not run: the file was not accepted")
@@ -43,7 +31,7 @@ def test_rejected_work_is_not_on_time_not_waiting_and_not_green(app, world):
 
 
 def test_a_skipped_similarity_check_says_why(app, world):
-    submission = new_submission(world)
+    submission = alice_essay_submission(world)
     record_step(submission.step("plagiarism"), "skipped",
                 "Not checked: too little text to compare (fewer than 5 words)")
     db.session.commit()
