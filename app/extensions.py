@@ -31,8 +31,13 @@ def get_redis():
         return request_redis()
     client = current_app.extensions.get("submissions_redis")
     if client is None:
+        # redis-py's own retries (ten, backing off, timeouts too) kept an outage silent for
+        # minutes. One retry at once reopens a connection a restart closed; anything more
+        # reaches the caller, and the worker and scheduler say so and wait
+        # (jobs/redis_outage.py).
         client = redis.Redis.from_url(
-            current_app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10
+            current_app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
         current_app.extensions["submissions_redis"] = client
     return client
