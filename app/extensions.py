@@ -24,6 +24,18 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 
 
+def commit_keeping_loaded():
+    """Commit, and give the connection back to the pool, without expiring what the session has
+    loaded: a request that goes on using those rows (to answer, or after reading a body) does
+    not read them again."""
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
+
+
 def get_redis():
     """The app's Redis client, created on first use (nothing connects at import or start-up).
     In a web request, the request's own (request_redis)."""

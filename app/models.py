@@ -229,9 +229,9 @@ class Submission(db.Model):
 
     @property
     def released_grade(self):
-        if self.grade is not None and self.assignment.released_at is not None:
-            return self.grade
-        return None
+        if self.assignment.released_at is None:  # before a release, no need to look
+            return None
+        return self.grade
 
 
 class StepRun(db.Model):

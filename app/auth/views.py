@@ -9,7 +9,7 @@ from wtforms.validators import DataRequired
 
 from app import ratelimit
 from app.auth import bp
-from app.extensions import db, login_manager
+from app.extensions import commit_keeping_loaded, db, login_manager
 from app.models import ApiToken, User, utcnow
 
 login_manager.login_view = "auth.login"
@@ -56,7 +56,7 @@ def user_for_bearer(header):
     # Recorded to the minute: a write on every API call would cost the hot path a commit.
     if row.last_used_at is None or now - row.last_used_at > TOKEN_USE_RESOLUTION:
         row.last_used_at = now
-        db.session.commit()
+        commit_keeping_loaded()
     return row.user
 
 

@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import pipeline, ratelimit
 from app.events.publisher import emit, submission_topics
-from app.extensions import db
+from app.extensions import commit_keeping_loaded, db
 from app.models import Submission, utcnow
 from app.ops import metrics
 from app.services.storage import TooLarge, storage_for
@@ -43,8 +43,9 @@ def check_capacity(student):
 def release_connection():
     """End the transaction opened to find the student and the assignment, before the body is
     read: a file can take a while to arrive, and meanwhile the connection serves other
-    requests. What is needed afterwards is loaded again."""
-    db.session.commit()
+    requests. The rows read stay loaded; the deadline is checked against the time the
+    upload arrived, as before."""
+    commit_keeping_loaded()
 
 
 def check_readable_form(request):
