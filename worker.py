@@ -28,6 +28,7 @@ from rq.worker import WorkerStatus
 from app import create_app
 from app.extensions import db, get_redis
 from app.pipeline import QUEUES, STEP_BY_NAME, STEPS
+from jobs.cpu_priority import lower_cpu_priority
 from jobs.redis_outage import MAX_DELAY, REDIS_DOWN, wait_for_redis
 from jobs.runner import serving
 from jobs.thumbnail import PREVIEWS
@@ -263,6 +264,7 @@ def main(queue_names):
         level=logging.INFO, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
     )
     logging.getLogger("rq.worker").addFilter(PeriodicJobsQuiet())
+    lower_cpu_priority(app.config["WORKER_NICENESS"])
     with app.app_context():
         if not redis_answers_at_start():
             log.info("event=worker_stopped_before_start reason=signal")

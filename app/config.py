@@ -99,6 +99,9 @@ class Config:
     WORKER_DEAD_AFTER_SECONDS = _int("WORKER_DEAD_AFTER_SECONDS", 35)
     # A worker starts afresh after this many jobs, so nothing a job leaves behind adds up.
     WORKER_JOBS_PER_PROCESS = _int("WORKER_JOBS_PER_PROCESS", 2000, minimum=1)
+    # A worker's CPU priority (a nice value, 0 to 19) below the web's: on a shared machine
+    # receipts come first at a deadline; alone on its own machine it changes nothing.
+    WORKER_NICENESS = _int("WORKER_NICENESS", 10, minimum=0)
     SSE_HEARTBEAT_SECONDS = float(os.environ.get("SSE_HEARTBEAT_SECONDS") or 15)
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True
@@ -120,6 +123,8 @@ class TestingConfig(Config):
     ENV_NAME = "testing"
     TESTING = True
     RETRY_BACKOFF_SCALE = float(os.environ.get("RETRY_BACKOFF_SCALE") or 0.0)
+    # The suite's workers share the machine with other tests, not with a web to yield to.
+    WORKER_NICENESS = _int("WORKER_NICENESS", 0, minimum=0)
 
 
 CONFIGS = {

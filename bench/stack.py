@@ -21,6 +21,7 @@ import requests
 import sqlalchemy as sa
 
 from app.config import database_url
+from jobs.cpu_priority import lower_cpu_priority
 from scripts import clamd_local
 from tests.services import free_port, redis_binary
 
@@ -287,7 +288,9 @@ class Stack:
 
         def prepare():
             raise_open_files()
-            os.nice(niceness)
+            # As worker.py lowers its own (WORKER_NICENESS): here for every variant alike,
+            # a commit from before that setting included.
+            lower_cpu_priority(niceness)
 
         child = subprocess.Popen(command, cwd=root, env=env, stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True,
