@@ -31,6 +31,12 @@ def _int(name, default, minimum=None):
                     f"must be at least {minimum}")
 
 
+def _float(name, default, minimum):
+    return _setting(name, default, float, "a number",
+                    lambda number: math.isfinite(number) and number >= minimum,
+                    f"must be a number of at least {minimum}")
+
+
 def _seconds(name, default):
     return _setting(name, default, float, "a number of seconds",
                     lambda seconds: 0 < seconds < math.inf, "must be a positive number of seconds")
@@ -71,47 +77,62 @@ class Config:
     SMTP_URL = os.environ.get("SMTP_URL") or None
     TURNITIN_URL = os.environ.get("TURNITIN_URL") or None
     TURNITIN_API_KEY = os.environ.get("TURNITIN_API_KEY") or None
+    TURNITIN_TIMEOUT = _seconds("TURNITIN_TIMEOUT", 30.0)
+    # One job polls for a report this long, every TURNITIN_POLL_INTERVAL, then gives the
+    # worker back and runs again TURNITIN_RECHECK_SECONDS later.
+    TURNITIN_POLL_SECONDS = _float("TURNITIN_POLL_SECONDS", 45.0, minimum=0)
+    TURNITIN_POLL_INTERVAL = _seconds("TURNITIN_POLL_INTERVAL", 3.0)
+    TURNITIN_RECHECK_SECONDS = _int("TURNITIN_RECHECK_SECONDS", 60, minimum=1)
+    # Failures in a row after which every worker stops calling Turnitin for the cooldown.
+    TURNITIN_CIRCUIT_FAILURES = _int("TURNITIN_CIRCUIT_FAILURES", 5, minimum=1)
+    TURNITIN_CIRCUIT_COOLDOWN = _int("TURNITIN_CIRCUIT_COOLDOWN", 60, minimum=1)
     ADMIN_SYNC_URL = os.environ.get("ADMIN_SYNC_URL") or None
     ADMIN_SYNC_SECRET = os.environ.get("ADMIN_SYNC_SECRET") or None
+    ADMIN_SYNC_TIMEOUT = _seconds("ADMIN_SYNC_TIMEOUT", 15.0)
     # /metrics is for the course staff and admins logged in, or a scraper sending this token
     # as `Authorization: Bearer ...`.
     METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
-    MAX_UPLOAD_MB = _int("MAX_UPLOAD_MB", 25)
-    INTAKE_MAX_BACKLOG = _int("INTAKE_MAX_BACKLOG", 5000)
-    PUBLIC_URL = os.environ.get("PUBLIC_URL") or f"http://127.0.0.1:{_int('PORT', 5000)}"
+    MAX_UPLOAD_MB = _int("MAX_UPLOAD_MB", 25, minimum=1)
+    INTAKE_MAX_BACKLOG = _int("INTAKE_MAX_BACKLOG", 5000, minimum=0)
+    PUBLIC_URL = (os.environ.get("PUBLIC_URL")
+                  or f"http://127.0.0.1:{_int('PORT', 5000, minimum=1)}")
     MAIL_FROM = os.environ.get("MAIL_FROM") or "Submissions <no-reply@submissions.local>"
     # Retry delays are multiplied by this; tests set it to 0 so retries run at once.
-    RETRY_BACKOFF_SCALE = float(os.environ.get("RETRY_BACKOFF_SCALE") or 1.0)
+    RETRY_BACKOFF_SCALE = _float("RETRY_BACKOFF_SCALE", 1.0, minimum=0)
     # (attempts, seconds): per student for uploads, per account and address for logins.
     INTAKE_RATE_LIMIT = _rate("INTAKE_RATE_LIMIT", (20, 60))
     LOGIN_RATE_LIMIT = _rate("LOGIN_RATE_LIMIT", (10, 300))
     # Seconds a client is asked to wait when intake is overloaded.
     INTAKE_RETRY_AFTER = _int("INTAKE_RETRY_AFTER", 5, minimum=1)
-    RECONCILE_EVERY_SECONDS = _int("RECONCILE_EVERY_SECONDS", 20)
-    ROLLUP_EVERY_SECONDS = _int("ROLLUP_EVERY_SECONDS", 12)
+    RECONCILE_EVERY_SECONDS = _int("RECONCILE_EVERY_SECONDS", 20, minimum=1)
+    ROLLUP_EVERY_SECONDS = _int("ROLLUP_EVERY_SECONDS", 12, minimum=1)
     # Dashboard roll-ups kept in the event trail: an hour's worth at the default pace.
-    DASHBOARD_EVENTS_KEPT = 300
-    RECONCILE_GRACE_SECONDS = _int("RECONCILE_GRACE_SECONDS", 15)
+    DASHBOARD_EVENTS_KEPT = _int("DASHBOARD_EVENTS_KEPT", 300, minimum=1)
+    RECONCILE_GRACE_SECONDS = _int("RECONCILE_GRACE_SECONDS", 15, minimum=0)
     # An email (receipt or grade) that used up its retries is tried again by the reconciler
     # this much later; meanwhile staff see it failed.
-    EMAIL_RETRY_AFTER_FAILURE_SECONDS = _int("EMAIL_RETRY_AFTER_FAILURE_SECONDS", 1800)
+    EMAIL_RETRY_AFTER_FAILURE_SECONDS = _int("EMAIL_RETRY_AFTER_FAILURE_SECONDS", 1800,
+                                             minimum=0)
     # Workers heartbeat their running job every 10 s (worker.py); three missed beats is dead.
-    WORKER_DEAD_AFTER_SECONDS = _int("WORKER_DEAD_AFTER_SECONDS", 35)
+    WORKER_DEAD_AFTER_SECONDS = _int("WORKER_DEAD_AFTER_SECONDS", 35, minimum=1)
     # A worker starts afresh after this many jobs, so nothing a job leaves behind adds up.
     WORKER_JOBS_PER_PROCESS = _int("WORKER_JOBS_PER_PROCESS", 2000, minimum=1)
     # A worker's CPU priority (a nice value, 0 to 19) below the web's: on a shared machine
     # receipts come first at a deadline; alone on its own machine it changes nothing.
     WORKER_NICENESS = _int("WORKER_NICENESS", 10, minimum=0)
-    SSE_HEARTBEAT_SECONDS = float(os.environ.get("SSE_HEARTBEAT_SECONDS") or 15)
+    SSE_HEARTBEAT_SECONDS = _seconds("SSE_HEARTBEAT_SECONDS", 15.0)
+    # How long the event hub holds an event back for a lower id still to arrive (hub.py).
+    SSE_GAP_WAIT_SECONDS = _seconds("SSE_GAP_WAIT_SECONDS", 2.0)
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    MIGRATIONS_DIR = str(BASE_DIR / "migrations")
     # Connections per process. A request that cannot get one within DB_POOL_TIMEOUT seconds
     # is answered 503 with Retry-After (the upload page retries by itself), not kept waiting.
-    DB_POOL_SIZE = _int("DB_POOL_SIZE", 10)
+    DB_POOL_SIZE = _int("DB_POOL_SIZE", 10, minimum=1)
     DB_MAX_OVERFLOW = _int("DB_MAX_OVERFLOW", 10)
-    DB_POOL_TIMEOUT = _int("DB_POOL_TIMEOUT", 5)  # whole seconds, as SQLAlchemy takes it
+    DB_POOL_TIMEOUT = _int("DB_POOL_TIMEOUT", 5, minimum=0)  # whole seconds, as SQLAlchemy takes it
 
 
 class ProductionConfig(Config):
@@ -122,7 +143,7 @@ class ProductionConfig(Config):
 class TestingConfig(Config):
     ENV_NAME = "testing"
     TESTING = True
-    RETRY_BACKOFF_SCALE = float(os.environ.get("RETRY_BACKOFF_SCALE") or 0.0)
+    RETRY_BACKOFF_SCALE = _float("RETRY_BACKOFF_SCALE", 0.0, minimum=0)
     # The suite's workers share the machine with other tests, not with a web to yield to.
     WORKER_NICENESS = _int("WORKER_NICENESS", 0, minimum=0)
 

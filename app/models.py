@@ -165,10 +165,6 @@ class Assignment(db.Model):
         spelled = [other for ext in listed for other in (ext, SAME_TYPE.get(ext)) if other]
         return list(dict.fromkeys(spelled))
 
-    @property
-    def closes_at(self):
-        return self.cutoff_at or None
-
     def is_open(self, at=None):
         at = at or utcnow()
         return self.cutoff_at is None or at <= self.cutoff_at
@@ -178,7 +174,6 @@ class Assignment(db.Model):
 
 
 SUBMISSION_STATUSES = ("received", "processing", "completed", "rejected", "needs_attention")
-STEP_STATUSES = ("pending", "queued", "running", "retrying", "succeeded", "failed", "skipped")
 
 
 # A step in either of these needs nothing more.

@@ -7,6 +7,7 @@ import redis
 import requests
 from sqlalchemy.orm import Session
 
+from app.config import Config
 from app.events import hub as event_hub
 from app.events.publisher import emit, publish
 from app.extensions import db
@@ -78,7 +79,7 @@ def wait_until_live(reader, topic):
     emptied table) from uncommitted ones, so the probe may wait out one gap."""
     emit("submission", {"note": "probe"}, [topic])
     db.session.commit()
-    frames = reader.events(1, timeout=event_hub.DEFAULT_GAP_WAIT_SECONDS + 3)
+    frames = reader.events(1, timeout=Config.SSE_GAP_WAIT_SECONDS + 3)
     assert [frame.data for frame in frames] == [{"note": "probe"}]
 
 
@@ -276,7 +277,7 @@ def test_last_event_id_query_parameter_resumes_like_the_header(app, submissions)
 
 def test_lower_id_published_late_is_delivered_first_and_survives_a_reconnect(
         app, people, submissions):
-    app.config["SSE_GAP_WAIT_SECONDS"] = event_hub.DEFAULT_GAP_WAIT_SECONDS
+    app.config["SSE_GAP_WAIT_SECONDS"] = Config.SSE_GAP_WAIT_SECONDS
     topic = f"user.{people['alice']}"
     alice = client_for(app, "alice")
     reader = follow(alice, topic)
@@ -343,7 +344,7 @@ def test_hub_carries_on_after_redis_hangs_and_sends_what_it_missed(app, people, 
 @pytest.mark.skipif(os.environ.get("TEST_DATABASE") != "postgres",
                     reason="SQLite lets one writer at a time, so ids always commit in order")
 def test_transactions_committing_out_of_id_order_lose_nothing(app, people):
-    app.config["SSE_GAP_WAIT_SECONDS"] = event_hub.DEFAULT_GAP_WAIT_SECONDS
+    app.config["SSE_GAP_WAIT_SECONDS"] = Config.SSE_GAP_WAIT_SECONDS
     topic = f"user.{people['alice']}"
     reader = follow(client_for(app, "alice"), topic)
     wait_until_live(reader, topic)

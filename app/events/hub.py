@@ -36,8 +36,6 @@ METRICS_KEY = "metrics:open_streams"
 METRICS_SEEN_KEY = "metrics:open_streams:seen"
 # A process that has not reported for this long is gone (it reports every heartbeat).
 METRICS_STALE_SECONDS = 60
-DEFAULT_HEARTBEAT_SECONDS = 15
-DEFAULT_GAP_WAIT_SECONDS = 2.0
 STREAM_QUEUE_LIMIT = 1000
 BATCH = 200
 ABANDONED_LIMIT = 10_000
@@ -102,10 +100,8 @@ class Hub:
         self.app = app
         self.pid = os.getpid()
         self.process = f"{socket.gethostname()}:{self.pid}"
-        self.heartbeat_seconds = float(
-            app.config.get("SSE_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS))
-        self.gap_wait_seconds = float(
-            app.config.get("SSE_GAP_WAIT_SECONDS", DEFAULT_GAP_WAIT_SECONDS))
+        self.heartbeat_seconds = app.config["SSE_HEARTBEAT_SECONDS"]
+        self.gap_wait_seconds = app.config["SSE_GAP_WAIT_SECONDS"]
         # Its own client: one pub/sub connection plus one for metrics, whatever the stream count.
         self.redis = Redis.from_url(
             app.config["REDIS_URL"], client_name=f"sse-hub:{self.process}",

@@ -15,7 +15,6 @@ from app.pipeline import Refused, RetryLater
 from app.services.circuit import refusal, refused_for_good, retry_after_seconds
 
 SERVICE = "admin_sync"
-TIMEOUT = 15
 
 
 class RecordsError(Exception):
@@ -61,7 +60,7 @@ def sync_submission(submission, config):
     }
     try:
         response = requests.post(config["ADMIN_SYNC_URL"], data=body, headers=headers,
-                                 timeout=config.get("ADMIN_SYNC_TIMEOUT", TIMEOUT))
+                                 timeout=config["ADMIN_SYNC_TIMEOUT"])
     except requests.RequestException as exc:
         raise RecordsError(f"no answer from the records system ({type(exc).__name__})") from exc
     if response.status_code == 429:

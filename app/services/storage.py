@@ -106,9 +106,6 @@ class Storage:
     def thumbnail_path(self, submission_id):
         return self.area("thumbnails") / f"{submission_id}.png"
 
-    def free_bytes(self):
-        return shutil.disk_usage(self.area("incoming")).free
-
 
 def _fsync_dir(path):
     # The rename is only durable once the directory entry is on disk.

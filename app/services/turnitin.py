@@ -43,15 +43,6 @@ SERVICE = "turnitin"
 INTEGRATION_NAME = "Submissions"
 INTEGRATION_VERSION = "1.0"
 
-SETTINGS = {
-    "TURNITIN_TIMEOUT": 30,  # seconds to wait for one answer
-    "TURNITIN_POLL_SECONDS": 45,
-    "TURNITIN_POLL_INTERVAL": 3,
-    "TURNITIN_RECHECK_SECONDS": 60,
-    "TURNITIN_CIRCUIT_FAILURES": 5,
-    "TURNITIN_CIRCUIT_COOLDOWN": 60,
-}
-
 # The file types TCA reads; anything else would only come back as an error after the upload.
 READABLE_TYPES = {
     "pdf", "doc", "docx", "odt", "rtf", "txt", "htm", "html", "ppt", "pptx", "pps", "ppsx",
@@ -102,12 +93,8 @@ def _may_have_arrived(exc):
     return True
 
 
-def setting(config, name):
-    return config.get(name, SETTINGS[name])
-
-
 class TurnitinClient:
-    def __init__(self, base_url, api_key, circuit, timeout=30):
+    def __init__(self, base_url, api_key, circuit, timeout):
         self.api_url = base_url.rstrip("/") + "/api/v1"
         self.circuit = circuit
         self.timeout = timeout
@@ -172,11 +159,11 @@ class TurnitinClient:
 def client_for(config, redis):
     circuit = CircuitBreaker(
         redis, SERVICE,
-        threshold=setting(config, "TURNITIN_CIRCUIT_FAILURES"),
-        cooldown=setting(config, "TURNITIN_CIRCUIT_COOLDOWN"),
+        threshold=config["TURNITIN_CIRCUIT_FAILURES"],
+        cooldown=config["TURNITIN_CIRCUIT_COOLDOWN"],
     )
     return TurnitinClient(config["TURNITIN_URL"], config["TURNITIN_API_KEY"] or "", circuit,
-                          timeout=setting(config, "TURNITIN_TIMEOUT"))
+                          timeout=config["TURNITIN_TIMEOUT"])
 
 
 class Wait:
@@ -241,9 +228,8 @@ def check(submission, config, redis):
     if extension not in READABLE_TYPES:
         raise StepSkipped(f"Not checked: Turnitin cannot read .{extension} files")
     client = client_for(config, redis)
-    wait = Wait(setting(config, "TURNITIN_POLL_SECONDS"),
-                setting(config, "TURNITIN_POLL_INTERVAL"),
-                setting(config, "TURNITIN_RECHECK_SECONDS"))
+    wait = Wait(config["TURNITIN_POLL_SECONDS"], config["TURNITIN_POLL_INTERVAL"],
+                config["TURNITIN_RECHECK_SECONDS"])
     record = db.session.execute(
         db.select(ExternalRecord).filter_by(submission_id=submission.id, service=SERVICE)
     ).scalar_one_or_none() or ExternalRecord(submission_id=submission.id, service=SERVICE,
