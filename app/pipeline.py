@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
+from redis.exceptions import RedisError
 from rq import Queue, Retry
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
 from sqlalchemy import and_, exists, update
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -326,15 +329,38 @@ def enqueue_ready(submission):
     return claimed
 
 
-def requeue_step(step_run):
-    """Put a failed step back in the queue (staff action). Commits. Never for a file that was
-    not accepted: its scan's failure is the rejection, and every other step was skipped."""
+@dataclass(frozen=True)
+class RequeueOutcome:
+    requeued: bool  # the failed step is queued again, in the database
+    # Redis took its job; if not, the reconciler hands the step to Redis once it is back.
+    enqueued: bool = False
+
+
+NOT_REQUEUED = RequeueOutcome(requeued=False)
+
+
+def requeue_step(step_run, spent_job_id=None):
+    """Put a failed step back in its queue (staff action). Commits. Its spent failed job, and
+    `spent_job_id` (another failed job of the step, the one an operator picked), leave RQ's
+    failed-job registry as the new job enters its queue, so no failure that is over stays on
+    the queues page or in the failed-jobs metric. Redis is asked at best: the step is requeued
+    in the database all the same. Never for a file that was not accepted: its scan's failure is
+    the rejection, and every other step was skipped."""
     submission = step_run.submission
-    if submission.status == "rejected":
-        return False
-    if not claim_for_queue(step_run, from_statuses=("failed",)):
-        return False
-    step_run.attempts = 0
+    if submission.status == "rejected" or step_run.status != "failed":
+        return NOT_REQUEUED
+    try:
+        spent = _failed_jobs_of(step_run, spent_job_id)
+    except RedisError as exc:
+        log.warning("event=requeue_unqueued submission_id=%s step=%s error=%r",
+                    step_run.submission_id, step_run.name, exc)
+        spent = None
+    # Redis away: the step keeps its failed job's id, by which the reconciler, once Redis is
+    # back, knows that job for spent and drops it as it hands the step to a new one.
+    job_id = step_run.job_id if spent is None else new_job_id()
+    if not _claim(step_run, ("failed",), {**_queued(job_id), "attempts": 0}):
+        return NOT_REQUEUED
+    _announce(step_run)
     # With another step still failed the submission keeps needing attention: nothing would
     # otherwise bring it back from processing once this step is done.
     still_failed = any(other.status == "failed" for other in submission.steps
@@ -342,8 +368,36 @@ def requeue_step(step_run):
     if submission.status == "needs_attention" and not still_failed:
         record_submission(submission, "processing", "A step was requeued")
     db.session.commit()
-    enqueue_step(step_run)
-    return True
+    if spent is None:
+        return RequeueOutcome(requeued=True)
+    try:
+        with get_redis().pipeline() as pipe:
+            enqueue_step(step_run, pipe)  # first: RQ opens the pipeline's MULTI itself
+            for job in spent:
+                drop_failed_job(job, pipe)
+            pipe.execute()
+    except RedisError as exc:
+        log.warning("event=enqueue_failed submission_id=%s steps=%s error=%r",
+                    step_run.submission_id, step_run.name, exc)
+        return RequeueOutcome(requeued=True)
+    return RequeueOutcome(requeued=True, enqueued=True)
+
+
+def _failed_jobs_of(step_run, spent_job_id=None):
+    """The step's failed RQ jobs among its last job and `spent_job_id`. A step that failed run
+    on in another step's job has that job's id, which is not its own to drop."""
+    job_ids = [job_id for job_id in dict.fromkeys((step_run.job_id, spent_job_id)) if job_id]
+    jobs = Job.fetch_many(job_ids, connection=get_redis()) if job_ids else []
+    return [job for job in jobs
+            if job is not None and job.get_status(refresh=False) == JobStatus.FAILED
+            and job.meta.get("submission_id") == step_run.submission_id
+            and job.meta.get("step") == step_run.name]
+
+
+def drop_failed_job(job, pipe=None):
+    """A failed job is spent: out of RQ's failed-job registry, and deleted."""
+    FailedJobRegistry(job.origin, connection=job.connection).remove(job, pipeline=pipe)
+    job.delete(pipeline=pipe)
 
 
 def skip_remaining(submission, reason):

@@ -120,10 +120,16 @@ def _requeue(seen, job, live_workers, waiting, now):
         .values(status="pending")
     ).rowcount
     db.session.commit()
-    if claimed:
-        log.info("event=reconcile_requeue submission_id=%s step=%s lost_job_id=%s",
-                 seen.submission_id, seen.name, seen.job_id)
-    return bool(claimed)
+    if not claimed:
+        return False
+    log.info("event=reconcile_requeue submission_id=%s step=%s lost_job_id=%s",
+             seen.submission_id, seen.name, seen.job_id)
+    if seen.status == "queued" and job is not None and job.get_status(
+            refresh=False) == JobStatus.FAILED:
+        # Its job failed before it ran the step: a staff requeue Redis never took (the step
+        # keeps its failed job's id until Redis takes a new job). Spent, as the step gets one.
+        pipeline.drop_failed_job(job)
+    return True
 
 
 def enqueue_due_retries(redis):
@@ -203,7 +209,7 @@ def requeue_unsent_emails(redis, live_workers, waiting, now):
     ).scalars().all()
     for step_run in gave_up:
         # A claim from `failed` in the database: a racing reconciler's requeue of it is a no-op.
-        if pipeline.requeue_step(step_run):
+        if pipeline.requeue_step(step_run).requeued:
             requeued += 1
             log.info("event=reconcile_receipt submission_id=%s job_id=%s",
                      step_run.submission_id, step_run.job_id)

@@ -100,8 +100,9 @@ def test_record_with_a_bad_signature_is_refused_and_never_stored(app, client, au
 
     # With the secret put right, staff requeue it and the record is stored once.
     app.config["ADMIN_SYNC_SECRET"] = RECORDS_SECRET
-    assert pipeline.requeue_step(db.session.execute(
-        db.select(StepRun).filter_by(submission_id=submission, name="admin_sync")).scalar_one())
+    step_run = db.session.execute(
+        db.select(StepRun).filter_by(submission_id=submission, name="admin_sync")).scalar_one()
+    assert pipeline.requeue_step(step_run).requeued
     run_jobs()
     assert sync_step(client, sam, submission)["status"] == "succeeded"
     assert len(records.records) == 1

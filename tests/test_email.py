@@ -137,7 +137,7 @@ def test_a_recipient_the_mail_server_refuses_for_good_fails_at_once_with_its_rep
 
     # Once the address works, staff requeue it and the one receipt goes out.
     smtp.refuse("alice@uni.test", None)
-    assert pipeline.requeue_step(email_step(submission_id))
+    assert pipeline.requeue_step(email_step(submission_id)).requeued
     run_jobs()
     assert email_step(submission_id).detail == "Sent to alice@uni.test"
     assert [m["To"] for m in smtp.messages] == ["alice@uni.test"]

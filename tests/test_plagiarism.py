@@ -311,8 +311,9 @@ def test_a_key_turnitin_refuses_fails_the_check_at_once_until_staff_requeue_it(
     assert scheduled_retries() == {}
 
     app.config["TURNITIN_API_KEY"] = TURNITIN_KEY
-    assert pipeline.requeue_step(db.session.execute(
-        db.select(StepRun).filter_by(submission_id=submission, name="plagiarism")).scalar_one())
+    step_run = db.session.execute(
+        db.select(StepRun).filter_by(submission_id=submission, name="plagiarism")).scalar_one()
+    assert pipeline.requeue_step(step_run).requeued
     run_jobs()
     view = seen_by(client, alice, submission)
     assert view["status"] == "completed"

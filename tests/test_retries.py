@@ -248,14 +248,14 @@ def test_requeued_step_leaves_the_submission_needing_attention_while_another_is_
     assert {s.name for s in submission.steps if s.status == "failed"} == {"email", "admin_sync"}
 
     smtp.start()
-    assert requeue_step(submission.step("email"))
+    assert requeue_step(submission.step("email")).requeued
     run_jobs()
     assert email_step(submission_id).status == "succeeded"
     assert submission_status(submission_id) == "needs_attention"  # admin_sync still failed
 
     app.config["ADMIN_SYNC_URL"] = None  # records sync switched off: the step is skipped
     submission = db.session.get(Submission, submission_id)
-    assert requeue_step(submission.step("admin_sync"))
+    assert requeue_step(submission.step("admin_sync")).requeued
     assert submission_status(submission_id) == "processing"
     run_jobs()
     assert submission_status(submission_id) == "completed"

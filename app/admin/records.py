@@ -8,12 +8,11 @@ from flask_admin import expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla.filters import FilterEmpty, FilterEqual
 from markupsafe import Markup
-from redis.exceptions import RedisError
 from wtforms import PasswordField, SelectChoice, SelectField, ValidationError
 from wtforms.validators import Optional
 
 from app.admin.base import AdminModelView, CourseTimeField, RecordSelectField
-from app.extensions import db, get_redis
+from app.extensions import db
 from app.grades.release import ReleaseError, cancel_release, schedule_release
 from app.models import (
     ROLES,
@@ -31,8 +30,7 @@ from app.models import (
     User,
     utcnow,
 )
-from app.ops.queues import requeue_failed_step
-from app.pipeline import STEP_BY_NAME
+from app.pipeline import STEP_BY_NAME, requeue_step
 from app.templating import local_time
 
 MIN_PASSWORD = 8
@@ -222,16 +220,12 @@ class SubmissionView(AdminModelView):
                    Submission.status != "rejected")
             .order_by(StepRun.submission_id, StepRun.position)
         ).scalars().all()
-        redis = get_redis()
         requeued, unqueued = [], 0
         for step_run in failed:
-            try:
-                if requeue_failed_step(step_run, redis):
-                    requeued.append(step_run.submission_id)
-            except RedisError:
-                # Queued in the database; the reconciler hands it to Redis once it is back.
+            outcome = requeue_step(step_run)
+            if outcome.requeued:
                 requeued.append(step_run.submission_id)
-                unqueued += 1
+                unqueued += not outcome.enqueued
         if not requeued:
             flash("None of the selected submissions has a failed step that can run again.",
                   "warning")
@@ -245,14 +239,18 @@ class SubmissionView(AdminModelView):
     @expose("/requeue/<int:step_id>", methods=["POST"])
     def requeue(self, step_id):
         step_run = db.get_or_404(StepRun, step_id)
-        if requeue_failed_step(step_run, get_redis()):
-            flash(f"{self.step_title(step_run)} was requeued.", "success")
+        title = self.step_title(step_run)
+        outcome = requeue_step(step_run)
+        if outcome.enqueued:
+            flash(f"{title} was requeued.", "success")
+        elif outcome.requeued:
+            # Queued in the database; the reconciler hands it to Redis once it is back.
+            flash(f"{title} was requeued; the queue is unreachable right now, so it will "
+                  "start within a minute of it coming back.", "warning")
         elif step_run.submission.status == "rejected":
-            flash(f"{self.step_title(step_run)} is not run again: the file was not accepted.",
-                  "error")
+            flash(f"{title} is not run again: the file was not accepted.", "error")
         else:
-            flash(f"{self.step_title(step_run)} is {step_run.status}; only a failed step can "
-                  "be requeued.", "error")
+            flash(f"{title} is {step_run.status}; only a failed step can be requeued.", "error")
         return redirect(url_for(".details_view", id=step_run.submission_id))
 
 

@@ -150,22 +150,6 @@ def _step_run_of(job):
     ).scalar_one_or_none()
 
 
-def _drop_failed_job(job_id, redis):
-    job = Job.fetch_many([job_id], connection=redis)[0]
-    if job is not None:
-        FailedJobRegistry(job.origin, connection=redis).remove(job, delete_job=True)
-
-
-def requeue_failed_step(step_run, redis):
-    """Send a failed step back through the pipeline; its spent RQ job goes. False if not failed."""
-    spent_job_id = step_run.job_id
-    if not pipeline.requeue_step(step_run):
-        return False
-    if spent_job_id:
-        _drop_failed_job(spent_job_id, redis)
-    return True
-
-
 def requeue_failed_job(job_id, redis):
     """Requeue one failed job; returns the sentence to show the operator."""
     job = Job.fetch(job_id, connection=redis)
@@ -173,18 +157,20 @@ def requeue_failed_job(job_id, redis):
         FailedJobRegistry(job.origin, connection=redis).requeue(job)
         return f"Requeued {job.description or job.id} on {job.origin}."
     step_run = _step_run_of(job)
-    if step_run is not None and requeue_failed_step(step_run, redis):
-        _drop_failed_job(job_id, redis)
-        return (f"Requeued step {step_run.name} of submission {step_run.submission_id}; "
-                "it is back in its queue.")
-    _drop_failed_job(job_id, redis)
-    state = f"is {step_run.status}" if step_run is not None else "no longer exists"
-    return f"Nothing to requeue: that step {state}; the stale failed job was removed."
+    outcome = (pipeline.requeue_step(step_run, spent_job_id=job.id) if step_run is not None
+               else pipeline.NOT_REQUEUED)
+    if not outcome.requeued:
+        pipeline.drop_failed_job(job)
+        state = f"is {step_run.status}" if step_run is not None else "no longer exists"
+        return f"Nothing to requeue: that step {state}; the stale failed job was removed."
+    where = ("it is back in its queue" if outcome.enqueued else
+             "the queue did not answer, so it will start within a minute of it coming back")
+    return f"Requeued step {step_run.name} of submission {step_run.submission_id}; {where}."
 
 
 def delete_failed_job(job_id, redis):
     """Delete a failed job; a pipeline step stays failed (and visible) in the database."""
     job = Job.fetch(job_id, connection=redis)
-    FailedJobRegistry(job.origin, connection=redis).remove(job, delete_job=True)
+    pipeline.drop_failed_job(job)
     return f"Deleted failed job {job.description or job.id}."
 
