@@ -1,18 +1,13 @@
 """Marking pages for the staff of a course: marks, releases and per-student extensions. Anyone
-else gets a 404, so nothing leaks; a student of the course trying to grant an extension, 403."""
+else gets a 404, so nothing leaks."""
 
 from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.deadlines import (
-    ExtensionError,
-    enrolled_student,
-    extensions_of,
-    grant_extension,
-    withdraw_extension,
-)
+from app import deadlines
+from app.deadlines import ExtensionError, enrolled_student, extensions_of
 from app.extensions import db
 from app.grades import bp
 from app.grades.forms import (
@@ -220,18 +215,6 @@ def cancel(assignment_id):
     return redirect(url_for("grades.marking", assignment_id=assignment.id), 303)
 
 
-def extension_assignment_or_abort(assignment_id):
-    """Extensions are for the course's staff: a student of the course is refused (403);
-    anyone outside it finds nothing (404), as on every marking page."""
-    assignment = db.session.get(Assignment, assignment_id)
-    if assignment is None or (current_user.course_role(assignment.course_id) is None
-                              and not current_user.is_admin):
-        abort(404)
-    if not current_user.is_staff_of(assignment.course_id):
-        abort(403)
-    return assignment
-
-
 def _deadline_words(extension, tz):
     closes = (f", closing {local_time(extension.cutoff_at, tz)}" if extension.cutoff_at
               else "")
@@ -240,8 +223,8 @@ def _deadline_words(extension, tz):
 
 @bp.post("/assignments/<int:assignment_id>/extensions")
 @login_required
-def grant_extension_view(assignment_id):
-    assignment = extension_assignment_or_abort(assignment_id)
+def grant_extension(assignment_id):
+    assignment = staff_assignment_or_404(assignment_id)
     form = ExtensionForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
@@ -253,8 +236,9 @@ def grant_extension_view(assignment_id):
         due_at = course_time(form.due_at.data, tz)
         cutoff_at = course_time(form.cutoff_at.data, tz) if form.cutoff_at.data else None
         student = enrolled_student(assignment, form.student_id.data)
-        extension, _ = grant_extension(assignment, student, due_at, cutoff_at,
-                                       granted_by=current_user, reason=form.reason.data)
+        extension, _ = deadlines.grant_extension(assignment, student, due_at, cutoff_at,
+                                                 granted_by=current_user,
+                                                 reason=form.reason.data)
         db.session.commit()
     except (ReleaseError, ExtensionError) as exc:
         db.session.rollback()
@@ -275,12 +259,13 @@ def grant_extension_view(assignment_id):
 
 @bp.post("/assignments/<int:assignment_id>/extensions/<int:student_id>/withdraw")
 @login_required
-def withdraw_extension_view(assignment_id, student_id):
-    assignment = extension_assignment_or_abort(assignment_id)
+def withdraw_extension(assignment_id, student_id):
+    assignment = staff_assignment_or_404(assignment_id)
     student = db.session.get(User, student_id)
     if not WithdrawExtensionForm().validate_on_submit():
         flash("Your session expired; please try again.", "error")
-    elif student is None or withdraw_extension(assignment, student, current_user) is None:
+    elif student is None or deadlines.withdraw_extension(assignment, student,
+                                                         current_user) is None:
         flash("That student has no extension on this assignment.", "error")
     else:
         db.session.commit()
