@@ -44,7 +44,11 @@ class Deadline:
 def _of(assignment, extension):
     if extension is None:
         return Deadline(assignment.due_at, assignment.cutoff_at)
-    return Deadline(extension.due_at, extension.cutoff_at, extension)
+    # Should the class's deadline later move past the extension, the student keeps the later.
+    due_at = max(extension.due_at, assignment.due_at)
+    cutoff_at = (None if extension.cutoff_at is None or assignment.cutoff_at is None
+                 else max(extension.cutoff_at, assignment.cutoff_at))
+    return Deadline(due_at, cutoff_at, extension)
 
 
 def _in_force(at=None):

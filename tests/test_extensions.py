@@ -289,6 +289,19 @@ def test_granting_again_replaces_the_extension_and_keeps_the_audit_trail(app, cl
     assert shown(second) in re.search(r'<dd id="own-deadline">(.*?)</dd>', receipt, re.S)[1]
 
 
+def test_a_class_deadline_moved_past_an_extension_applies_to_its_student_too(app, closed_essay):
+    essay = closed_essay
+    sam = logged_in(app, "sam@uni.test")
+    own = minute(utcnow() + timedelta(hours=1))
+    grant(sam, essay.id, essay.alice, own, own)
+    assignment = db.session.get(Assignment, essay.id)
+    assignment.due_at = assignment.cutoff_at = utcnow() + timedelta(days=3)
+    db.session.commit()
+    alice = logged_in(app, "alice@uni.test")
+    page = alice.get(f"/assignments/{essay.id}").get_data(as_text=True)
+    assert shown(assignment.due_at) in re.search(r'<dd id="due">(.*?)</dd>', page, re.S)[1]
+
+
 def test_the_students_open_page_hears_of_the_extension_at_once(app, closed_essay):
     essay = closed_essay
     alice_id, bob_id = essay.alice, essay.bob
@@ -362,6 +375,10 @@ def test_admins_read_the_extensions_with_who_granted_them(app, closed_essay):
     assert listing.status_code == 200
     text = listing.get_data(as_text=True)
     assert "alice@uni.test" in text and "sam@uni.test" in text
+    # Filtered by course: the essay's (CS101) lists it, another course's does not.
+    assert "alice@uni.test" in root.get("/admin/extension/?flt0_0=CS101").get_data(as_text=True)
+    assert "alice@uni.test" not in root.get("/admin/extension/?flt0_0=ART200").get_data(
+        as_text=True)
     [extension] = extensions()
     details = root.get(f"/admin/extension/details/?id={extension.id}").get_data(as_text=True)
     assert "Bereavement" in details

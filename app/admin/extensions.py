@@ -5,7 +5,7 @@ tell the student; here they are read only."""
 from flask_admin.contrib.sqla.filters import FilterEmpty, FilterEqual
 
 from app.admin.base import AdminModelView
-from app.models import EXTENSION_SOURCES, Course, Extension
+from app.models import EXTENSION_SOURCES, Extension
 from app.templating import local_time
 
 
@@ -22,7 +22,8 @@ class ExtensionView(AdminModelView):
     column_labels = {"student.email": "Student", "due_at": "Due", "cutoff_at": "Cut-off",
                      "granted_by.email": "Granted by", "granted_at": "Granted",
                      "ended_at": "Ended", "end_reason": "Ended because",
-                     "ended_by.email": "Ended by", "source_ref": "Records message"}
+                     "ended_by.email": "Ended by", "source_ref": "Records message",
+                     "assignment.course.code": "Course"}
     column_details_list = column_list[:7] + ("source_ref", "decided_at", "reason",
                                              "ended_at", "ended_by.email", "end_reason")
     # Deadlines are the course's: shown in its time zone, as the student sees them.
@@ -30,7 +31,7 @@ class ExtensionView(AdminModelView):
     column_formatters_detail = column_formatters
     column_searchable_list = ("student.email", "reason")
     column_filters = (
-        FilterEqual(Course.code, "Course"),
+        "assignment.course.code",
         FilterEqual(Extension.source, "Source", options=[(s, s) for s in EXTENSION_SOURCES]),
         FilterEmpty(Extension.ended_at, "Ended"),
     )
