@@ -4,7 +4,16 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from flask_login import UserMixin
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -171,6 +180,51 @@ class Assignment(db.Model):
 
     def __str__(self):
         return f"{self.course.code}: {self.title}" if self.course else self.title
+
+
+EXTENSION_SOURCES = ("staff", "records")
+
+
+class Extension(db.Model):
+    """One student's own due time and cut-off on one assignment. Rows are never deleted: a
+    withdrawn or replaced grant keeps who ended it and when, so the table is the audit trail.
+    At most one grant per student and assignment is in force (ended_at is null)."""
+
+    __tablename__ = "extensions"
+    __table_args__ = (
+        Index("uq_extensions_in_force", "assignment_id", "student_id", unique=True,
+              sqlite_where=text("ended_at IS NULL"),
+              postgresql_where=text("ended_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(
+        ForeignKey("assignments.id", ondelete="CASCADE"), index=True
+    )
+    student_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                            index=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cutoff_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # "staff" (granted on the marking page) or "records" (the student-records system).
+    source: Mapped[str] = mapped_column(String(16), default="staff")
+    # The records system's message id, so applying the same message twice grants once.
+    source_ref: Mapped[str | None] = mapped_column(String(100), unique=True)
+    # When the grant was decided where it was made; a message decided earlier than the grant
+    # in force is stale and changes nothing, whatever order messages arrive in.
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # "withdrawn", or "replaced" by a later grant; decided, like the grant, where it was made.
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+    end_decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    assignment: Mapped[Assignment] = relationship()
+    student: Mapped[User] = relationship(foreign_keys=[student_id])
+    granted_by: Mapped[User | None] = relationship(foreign_keys=[granted_by_id])
+    ended_by: Mapped[User | None] = relationship(foreign_keys=[ended_by_id])
 
 
 SUBMISSION_STATUSES = ("received", "processing", "completed", "rejected", "needs_attention")

@@ -15,7 +15,16 @@ from rq_scheduler import Scheduler
 
 from app.extensions import db, get_redis
 from app.flash import send_flash
-from app.models import Assignment, Event, FlashMessage, Grade, StepRun, Submission, utcnow
+from app.models import (
+    Assignment,
+    Event,
+    Extension,
+    FlashMessage,
+    Grade,
+    StepRun,
+    Submission,
+    utcnow,
+)
 from app.pipeline import QUEUES
 from tests.conftest import Auth, csrf_from, run_jobs
 
@@ -64,9 +73,11 @@ class Scene:
         """A value for each object-naming URL argument: Alice's object, or one that is not."""
         if missing:
             return {"submission_id": MISSING_ID, "assignment_id": MISSING_ID,
-                    "flash_id": MISSING_ID, "step_id": MISSING_ID, "job_id": "no-such-job"}
+                    "flash_id": MISSING_ID, "step_id": MISSING_ID, "job_id": "no-such-job",
+                    "student_id": MISSING_ID}
         return {"submission_id": self.submission, "assignment_id": self.essay,
-                "flash_id": self.flash, "step_id": self.step, "job_id": self.job}
+                "flash_id": self.flash, "step_id": self.step, "job_id": self.job,
+                "student_id": self.alice}
 
 
 @pytest.fixture
@@ -96,9 +107,10 @@ def url_of(app, rule, scene, missing=False):
     return app.url_map.bind("localhost").build(rule.endpoint, values)
 
 
-def body_for(endpoint, submission_id):
+def body_for(endpoint, submission_id, student_id=None):
     """What the rightful user would send to this write: form fields, or JSON for the API."""
     future = utcnow() + timedelta(days=3)
+    later = future + timedelta(days=1)
     upload = {"file": (io.BytesIO(b"Another essay.\n"), "another.txt")}
     bodies = {
         "submissions.assignment": {"data": {**upload, "idempotency_key": uuid.uuid4().hex}},
@@ -109,6 +121,10 @@ def body_for(endpoint, submission_id):
         "grades.withdraw": {"data": {}},
         "grades.schedule": {"data": {"release_at": future.strftime("%Y-%m-%dT%H:%M")}},
         "grades.cancel": {"data": {}},
+        "grades.grant_extension": {"data": {"student_id": str(student_id),
+                                            "due_at": future.strftime("%Y-%m-%dT%H:%M"),
+                                            "cutoff_at": later.strftime("%Y-%m-%dT%H:%M")}},
+        "grades.withdraw_extension": {"data": {}},
         "submission.requeue": {"data": {}},
         "admin_queues.requeue": {"data": {}},
         "admin_queues.delete": {"data": {}},
@@ -139,6 +155,8 @@ def state():
             Assignment.id, Assignment.release_at, Assignment.released_at).order_by(Assignment.id)
         ).all(),
         "flash": db.session.execute(db.select(FlashMessage.id, FlashMessage.acked_at)).all(),
+        "extensions": db.session.execute(db.select(
+            Extension.id, Extension.due_at, Extension.ended_at).order_by(Extension.id)).all(),
         "events": db.session.query(Event).count(),
         "jobs": {name: len(Queue(name, connection=get_redis())) for name in QUEUES},
         "scheduled": len(list(scheduler.get_jobs())),
@@ -159,8 +177,9 @@ class Visitor:
         page = self.browser.get("/" if email else "/login").get_data(as_text=True)
         self.csrf_token = csrf_from(page)
 
-    def request(self, endpoint, method, url, submission_id, csrf=True, session_api=False):
-        kwargs = body_for(endpoint, submission_id) if method in WRITE_METHODS else {}
+    def request(self, endpoint, method, url, submission_id, csrf=True, session_api=False,
+                student_id=None):
+        kwargs = body_for(endpoint, submission_id, student_id) if method in WRITE_METHODS else {}
         if url.startswith("/api/") and not session_api:
             kwargs["headers"] = self.api_headers
         elif method in WRITE_METHODS and csrf:
@@ -196,7 +215,8 @@ def test_no_one_else_can_open_or_change_anything_of_alices(app, scene, who):
             continue
         url = url_of(app, rule, scene)
         what = f"{method} {url} as {who or 'anonymous'}"
-        response = visitor.request(endpoint, method, url, scene.submission)
+        response = visitor.request(endpoint, method, url, scene.submission,
+                                   student_id=scene.alice)
         assert response.status_code == expected_refusal(url, who), what
         assert_shows_nothing_of_alices(response, scene, what)
         if response.status_code == 302:
@@ -258,6 +278,7 @@ RIGHTFUL_WRITES = [
     ("submissions.requeue", "sam"), ("api.acknowledge_flash", "alice"),
     ("api.create_submission", "alice"), ("submissions.assignment", "alice"),
     ("grades.release", "sam"), ("grades.withdraw", "sam"),
+    ("grades.grant_extension", "sam"), ("grades.withdraw_extension", "sam"),
 ]
 
 
@@ -274,12 +295,13 @@ def test_every_write_needs_its_csrf_token_even_from_the_rightful_user(app, scene
         visitor = visitors[who]
         before = state()
         forged = visitor.request(endpoint, method, url, scene.submission, csrf=False,
-                                 session_api=True)
+                                 session_api=True, student_id=scene.alice)
         refusal = forged.get_data(as_text=True)
         assert forged.status_code == 400, f"{method} {url} without a CSRF token"
         assert "CSRF" in refusal or "session expired" in refusal, f"{method} {url}: say why"
         assert state() == before, f"{method} {url} without a CSRF token changed something"
-        rightful = visitor.request(endpoint, method, url, scene.submission, session_api=True)
+        rightful = visitor.request(endpoint, method, url, scene.submission, session_api=True,
+                                   student_id=scene.alice)
         assert rightful.status_code < 400, (f"{method} {url} with its token",
                                             rightful.get_data(as_text=True)[:300])
 

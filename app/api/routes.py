@@ -3,6 +3,7 @@ from flask_login import current_user
 
 from app.api import ApiError, bp
 from app.auth.views import TooManyAttempts, authenticate
+from app.deadlines import deadlines_for
 from app.extensions import db
 from app.models import ApiToken, Assignment, Submission
 from app.submissions.access import assignments_for
@@ -27,17 +28,19 @@ def iso(dt):
     return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
-def assignment_json(assignment):
+def assignment_json(assignment, deadline):
+    """`deadline` is the caller's own (app.deadlines): a student's extension, if granted."""
     return {
         "id": assignment.id,
         "course": assignment.course.code,
         "title": assignment.title,
-        "due_at": iso(assignment.due_at),
-        "cutoff_at": iso(assignment.cutoff_at),
+        "due_at": iso(deadline.due_at),
+        "cutoff_at": iso(deadline.cutoff_at),
+        "extended": deadline.extended,
         "allowed_types": assignment.allowed_extensions,
         "max_size_mb": assignment.max_size_mb,
         "max_score": assignment.max_score,
-        "open": assignment.is_open(),
+        "open": deadline.is_open(),
         "grades_released": assignment.released_at is not None,
     }
 
@@ -103,7 +106,9 @@ def create_token():
 @bp.get("/assignments")
 def list_assignments():
     user = require_user()
-    return jsonify({"assignments": [assignment_json(a) for a in assignments_for(user)]})
+    assignments = assignments_for(user)
+    deadlines = deadlines_for(assignments, user.id)
+    return jsonify({"assignments": [assignment_json(a, deadlines[a.id]) for a in assignments]})
 
 
 @bp.post("/assignments/<int:assignment_id>/submissions")

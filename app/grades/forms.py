@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateTimeLocalField, StringField, TextAreaField
-from wtforms.validators import DataRequired, InputRequired
+from wtforms import BooleanField, DateTimeLocalField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
 
 class GradeForm(FlaskForm):
@@ -29,4 +29,33 @@ class ScheduleReleaseForm(FlaskForm):
 
 
 class CancelReleaseForm(FlaskForm):
+    pass
+
+
+class CourseTimeInput(DateTimeLocalField):
+    """A wall-clock time in the course's time zone, from the browser's date-and-time input."""
+
+    FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
+
+    def __init__(self, label=None, validators=None, **kwargs):
+        super().__init__(label, validators, format=self.FORMATS, **kwargs)
+
+    def process_formdata(self, valuelist):
+        try:
+            super().process_formdata(valuelist)
+        except ValueError:
+            raise ValueError("Enter a date and time, such as 2030-07-01 17:00.") from None
+
+
+class ExtensionForm(FlaskForm):
+    # Choices are the course's students, set by the view; app.deadlines checks the enrolment.
+    student_id = SelectField("Student", coerce=int, validate_choice=False,
+                             validators=[InputRequired(message="Choose a student.")])
+    due_at = CourseTimeInput("New due time",
+                             validators=[InputRequired(message="Choose the new due time.")])
+    cutoff_at = CourseTimeInput("New cut-off", validators=[Optional()])
+    reason = StringField("Reason (seen by staff only)", validators=[Length(max=500)])
+
+
+class WithdrawExtensionForm(FlaskForm):
     pass

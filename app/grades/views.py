@@ -1,16 +1,22 @@
-"""Marking pages for the staff of a course. Anyone else gets a 404, so nothing leaks."""
+"""Marking pages for the staff of a course: marks, releases and per-student extensions. Anyone
+else gets a 404, so nothing leaks."""
 
 from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
+from app import deadlines
+from app.deadlines import ExtensionError, enrolled_student, extensions_of
 from app.extensions import db
 from app.grades import bp
 from app.grades.forms import (
     CancelReleaseForm,
+    ExtensionForm,
     GradeForm,
     ReleaseNowForm,
     ScheduleReleaseForm,
+    WithdrawExtensionForm,
     WithdrawReleaseForm,
 )
 from app.grades.marking import marking_progress, marking_rows, staff_topic
@@ -26,7 +32,8 @@ from app.grades.release import (
     schedule_release,
     withdraw_release,
 )
-from app.models import Assignment, Enrollment, Submission
+from app.models import Assignment, Enrollment, Submission, User
+from app.templating import local_time
 
 
 def staff_assignment_or_404(assignment_id):
@@ -60,9 +67,13 @@ def grade_form_for(submission, from_request=False):
 
 
 def marking_page(assignment, failed=None, failed_form=None, schedule_form=None,
-                 release_form=None, status=200):
+                 release_form=None, extension_form=None, extension_error=None, status=200):
     """The marking page; `failed` is a submission whose mark could not be saved, shown again."""
     rows = marking_rows(assignment)
+    if extension_form is None:
+        extension_form = ExtensionForm(formdata=None)
+    extension_form.student_id.choices = [
+        (row.student.id, f"{row.student.display_name} ({row.student.email})") for row in rows]
     forms = {
         row.submission.id: failed_form if row.submission.id == failed else
         grade_form_for(row.submission)
@@ -79,6 +90,8 @@ def marking_page(assignment, failed=None, failed_form=None, schedule_form=None,
         release_form=release_form or ReleaseNowForm(formdata=None),
         withdraw_form=WithdrawReleaseForm(), schedule_form=schedule_form,
         cancel_form=CancelReleaseForm(), staff_topic=staff_topic(assignment.id),
+        extensions=extensions_of(assignment), extension_form=extension_form,
+        extension_error=extension_error, withdraw_extension_form=WithdrawExtensionForm(),
     ), status
 
 
@@ -200,3 +213,64 @@ def cancel(assignment_id):
             flash("Scheduled release cancelled." if cancelled else "No release was scheduled.",
                   "success")
     return redirect(url_for("grades.marking", assignment_id=assignment.id), 303)
+
+
+def _deadline_words(extension, tz):
+    closes = (f", closing {local_time(extension.cutoff_at, tz)}" if extension.cutoff_at
+              else "")
+    return f"due {local_time(extension.due_at, tz)}{closes}"
+
+
+@bp.post("/assignments/<int:assignment_id>/extensions")
+@login_required
+def grant_extension(assignment_id):
+    assignment = staff_assignment_or_404(assignment_id)
+    form = ExtensionForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            flash("Your session expired; please try again.", "error")
+            return redirect(url_for("grades.marking", assignment_id=assignment.id), 303)
+        return marking_page(assignment, extension_form=form, status=400)
+    tz = assignment.course.tz
+    try:
+        due_at = course_time(form.due_at.data, tz)
+        cutoff_at = course_time(form.cutoff_at.data, tz) if form.cutoff_at.data else None
+        student = enrolled_student(assignment, form.student_id.data)
+        extension, _ = deadlines.grant_extension(assignment, student, due_at, cutoff_at,
+                                                 granted_by=current_user,
+                                                 reason=form.reason.data)
+        db.session.commit()
+    except (ReleaseError, ExtensionError) as exc:
+        db.session.rollback()
+        return marking_page(assignment, extension_form=form, extension_error=str(exc),
+                            status=400)
+    except IntegrityError:
+        # Two grants for one student at the same moment: one grant stays in force.
+        db.session.rollback()
+        flash("Someone else changed this student's extension at the same moment; check it "
+              "below and try again if needed.", "error")
+        return redirect(url_for("grades.marking", assignment_id=assignment.id,
+                                _anchor="extensions"), 303)
+    flash(f"Extension granted to {student.display_name}: {_deadline_words(extension, tz)}. "
+          "They have been told.", "success")
+    return redirect(url_for("grades.marking", assignment_id=assignment.id,
+                            _anchor="extensions"), 303)
+
+
+@bp.post("/assignments/<int:assignment_id>/extensions/<int:student_id>/withdraw")
+@login_required
+def withdraw_extension(assignment_id, student_id):
+    assignment = staff_assignment_or_404(assignment_id)
+    student = db.session.get(User, student_id)
+    if not WithdrawExtensionForm().validate_on_submit():
+        flash("Your session expired; please try again.", "error")
+    elif student is None or deadlines.withdraw_extension(assignment, student,
+                                                         current_user) is None:
+        flash("That student has no extension on this assignment.", "error")
+    else:
+        db.session.commit()
+        tz = assignment.course.tz
+        flash(f"Extension withdrawn: {student.display_name} is due "
+              f"{local_time(assignment.due_at, tz)} again, like everyone else.", "success")
+    return redirect(url_for("grades.marking", assignment_id=assignment.id,
+                            _anchor="extensions"), 303)

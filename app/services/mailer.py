@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
+from app.deadlines import deadline_for
 from app.extensions import db, get_redis
 from app.models import OutboxEmail, utcnow
 from app.pipeline import Refused
@@ -46,6 +47,9 @@ def receipt_body(submission, public_url):
     link = f"{public_url.rstrip('/')}/submissions/{submission.id}"
     late = "\nThis submission was received after the due time and is marked late.\n" \
         if submission.late else ""
+    deadline = deadline_for(assignment, submission.student_id, at=submission.received_at)
+    extended = (f"Due (your extension): {local_time(deadline.due_at, course.tz)}\n"
+                if deadline.extended else "")
     return (
         f"Hello {submission.student.display_name},\n\n"
         f"We received your submission for {course.code}: {assignment.title}.\n\n"
@@ -55,6 +59,7 @@ def receipt_body(submission, public_url):
         f"File: {submission.filename}\n"
         f"Size: {file_size(submission.size)} ({submission.size} bytes)\n"
         f"SHA-256: {submission.sha256}\n"
+        f"{extended}"
         f"{late}\n"
         f"Follow its checks and, later, your grade at:\n{link}\n\n"
         "Keep this email as proof of your submission.\n"

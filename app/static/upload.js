@@ -1,8 +1,8 @@
 // The time left before the due time, kept current while the page is open (as time_left says it).
+// The due time is read on every tick: an extension granted while the page is open moves it.
 (function () {
   const countdown = document.getElementById("countdown");
   if (!countdown) return;
-  const due = Date.parse(countdown.dataset.due);
   function span(seconds) {
     let minutes = Math.floor(seconds / 60);
     if (minutes < 1) return "less than a minute";
@@ -15,20 +15,52 @@
     return parts.slice(0, 2).join(" ");
   }
   function show() {
-    const seconds = (due - Date.now()) / 1000;
+    const seconds = (Date.parse(countdown.dataset.due) - Date.now()) / 1000;
     countdown.textContent = seconds > 0 ? `Due in ${span(seconds)}` : `The due time passed ${span(-seconds)} ago`;
     countdown.classList.toggle("passed", seconds <= 0);
   }
   setInterval(show, 30000);
+  countdown.addEventListener("deadline-changed", show);
+})();
+
+// An extension granted or withdrawn while the page is open (a "deadline" event on the
+// student's own topic): the deadline, the countdown and, when it changes, whether and how
+// the student can submit are drawn again from the page the server renders now.
+(function () {
+  const facts = document.getElementById("deadline");
+  if (!facts || !window.submissionsLive || !window.DOMParser) return;
+  const assignmentId = Number(facts.dataset.assignmentId);
+
+  async function redraw() {
+    const response = await fetch(window.location.pathname, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    document.getElementById("deadline").replaceWith(fresh.getElementById("deadline"));
+    const countdown = document.getElementById("countdown");
+    const freshCountdown = fresh.getElementById("countdown");
+    countdown.dataset.due = freshCountdown.dataset.due;
+    countdown.className = freshCountdown.className;
+    countdown.dispatchEvent(new Event("deadline-changed"));
+    const submit = document.getElementById("submit");
+    const freshSubmit = fresh.getElementById("submit");
+    if (!submit || !freshSubmit || submit.dataset.state === freshSubmit.dataset.state) return;
+    // Keep a file the student had already chosen.
+    const chosen = submit.querySelector("#file");
+    const files = chosen && chosen.files.length ? chosen.files : null;
+    submit.replaceWith(freshSubmit);
+    const input = freshSubmit.querySelector("#file");
+    if (files && input) input.files = files;
+  }
+
+  window.submissionsLive.on("deadline", (deadline) => {
+    if (deadline.assignment_id === assignmentId) redraw();
+  });
 })();
 
 // Sends the upload in the background so a busy server (503) or a rate limit (429) is retried
-// with the same idempotency key, instead of asking the student to try again.
+// with the same idempotency key, instead of asking the student to try again. Listened for on
+// the document: an extension can bring the form onto the page after it loaded.
 (function () {
-  const form = document.getElementById("upload-form");
-  if (!form) return;
-  const status = document.getElementById("upload-status");
-  const button = document.getElementById("upload-button");
   const MAX_ATTEMPTS = 8;
 
   function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
@@ -39,8 +71,11 @@
     return header > 0 ? Math.max(header * 1000, backoff / 2) : backoff;
   }
 
-  form.addEventListener("submit", async (event) => {
-    if (!window.fetch || !window.FormData) return;
+  document.addEventListener("submit", async (event) => {
+    const form = event.target;
+    if (form.id !== "upload-form" || !window.fetch || !window.FormData) return;
+    const status = document.getElementById("upload-status");
+    const button = document.getElementById("upload-button");
     event.preventDefault();
     if (!form.file.files.length) { status.textContent = "Choose a file to upload."; return; }
     button.disabled = true;

@@ -7,6 +7,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app import pipeline, ratelimit
+from app.deadlines import deadline_for
 from app.events.publisher import emit, submission_topics
 from app.extensions import commit_keeping_loaded, db
 from app.models import Submission, utcnow
@@ -73,11 +74,12 @@ def find_by_key(student, assignment, key):
     ).scalar_one_or_none()
 
 
-def check_open(assignment, at=None):
-    if not assignment.is_open(at):
+def check_open(deadline, at=None):
+    """`deadline` is the student's own (app.deadlines): an extension moves their cut-off."""
+    if not deadline.is_open(at):
         raise IntakeError(
             403, "closed",
-            f"Submissions closed at {assignment.cutoff_at:%Y-%m-%d %H:%M} UTC.",
+            f"Submissions closed at {deadline.cutoff_at:%Y-%m-%d %H:%M} UTC.",
         )
 
 
@@ -93,7 +95,8 @@ def accept_upload(student, assignment, upload, idempotency_key=None):
     existing = find_by_key(student, assignment, idempotency_key)
     if existing is not None:
         return existing, False
-    check_open(assignment, received_at)
+    deadline = deadline_for(assignment, student.id)
+    check_open(deadline, received_at)
     check_capacity(student)
     if upload is None or not upload.filename:
         raise IntakeError(400, "no_file", "Choose a file to upload.")
@@ -129,7 +132,7 @@ def accept_upload(student, assignment, upload, idempotency_key=None):
                 f"The file's content is not a .{ext} file; check you chose the right file.",
             )
         submission, queued = _record(student, assignment, filename, ext, path, size, sha256,
-                                     received_at, idempotency_key)
+                                     received_at, idempotency_key, deadline.is_late(received_at))
     except IntakeError:
         Path(path).unlink(missing_ok=True)
         raise
@@ -154,7 +157,7 @@ def accept_upload(student, assignment, upload, idempotency_key=None):
     return submission, True
 
 
-def _record(student, assignment, filename, ext, path, size, sha256, received_at, key):
+def _record(student, assignment, filename, ext, path, size, sha256, received_at, key, late):
     submission = Submission(
         assignment=assignment,
         student=student,
@@ -164,7 +167,7 @@ def _record(student, assignment, filename, ext, path, size, sha256, received_at,
         sha256=sha256,
         incoming_path=str(path),
         received_at=received_at,
-        late=received_at > assignment.due_at,
+        late=late,
         status="received",
         status_detail="Received; checks will start shortly",
         idempotency_key=key or None,

@@ -5,8 +5,9 @@ from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import HiddenField
 
+from app.deadlines import deadline_for, deadlines_for
 from app.extensions import csrf, db
-from app.models import Submission, utcnow
+from app.models import Submission
 from app.pipeline import STEP_BY_NAME
 from app.submissions import bp
 from app.submissions.access import (
@@ -30,7 +31,9 @@ class UploadForm(FlaskForm):
 @bp.route("/")
 @login_required
 def index():
-    return render_template("submissions/index.html", assignments=assignments_for(current_user))
+    assignments = assignments_for(current_user)
+    return render_template("submissions/index.html", assignments=assignments,
+                           deadlines=deadlines_for(assignments, current_user.id))
 
 
 def _assignment_page(assignment, form, error=None, status=200):
@@ -41,10 +44,12 @@ def _assignment_page(assignment, form, error=None, status=200):
     ).scalars().all()
     if not form.idempotency_key.data or error is None:
         form.idempotency_key.data = uuid.uuid4().hex
+    deadline = deadline_for(assignment, current_user.id)
     return render_template(
         "submissions/assignment.html", assignment=assignment, form=form,
-        submissions=mine, counted=counted_of(mine), past_due=utcnow() > assignment.due_at,
-        error=error, role=current_user.course_role(assignment.course_id),
+        submissions=mine, counted=counted_of(mine), deadline=deadline,
+        past_due=deadline.is_late(), error=error,
+        role=current_user.course_role(assignment.course_id),
     ), status
 
 
@@ -93,6 +98,8 @@ def detail(submission_id):
     return render_template(
         "submissions/detail.html", submission=submission, steps=STEP_BY_NAME,
         counted=counted_of(theirs),
+        deadline=deadline_for(submission.assignment, submission.student_id,
+                              at=submission.received_at),
         is_staff=current_user.is_staff_of(submission.assignment.course_id),
     )
 
