@@ -170,6 +170,10 @@ class OutageTolerantWorker(Worker):
             super().set_shutdown_requested_date()
 
     def teardown(self):
+        # SIGTERM to an idle worker raises StopRequested wherever the loop is, perhaps between
+        # a Redis command and its reply; redis-py then puts that connection back with the
+        # reply unread, and the next command on it (the worker's last writes) would read it.
+        self.connection.connection_pool.disconnect(inuse_connections=False)
         try:
             super().teardown()
         except REDIS_DOWN:
