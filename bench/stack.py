@@ -21,7 +21,6 @@ import requests
 import sqlalchemy as sa
 
 from app.config import database_url
-from jobs.cpu_priority import lower_cpu_priority
 from scripts import clamd_local
 from tests.services import free_port, redis_binary
 
@@ -288,9 +287,10 @@ class Stack:
 
         def prepare():
             raise_open_files()
-            # As worker.py lowers its own (WORKER_NICENESS): here for every variant alike,
-            # a commit from before that setting included.
-            lower_cpu_priority(niceness)
+            # As `nice` would start it. On Linux this alone does not lower a process that
+            # leads its own session against other sessions (autogroups); a worker.py with
+            # WORKER_NICENESS lowers its own session's group, one from before it does not.
+            os.nice(niceness)
 
         child = subprocess.Popen(command, cwd=root, env=env, stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True,
