@@ -127,7 +127,15 @@ def base_env():
     return env
 
 
+# Seconds the Procfile's processes get to stop after Ctrl-C, as a platform gives a dyno: a
+# worker finishes the job it is on (honcho's own wait is 5 s).
+STOP_SECONDS = 25
+
+
 def run(_args):
+    from honcho import manager
+    from honcho.manager import Manager
+
     env = base_env()
     INSTANCE.mkdir(exist_ok=True)
     env.setdefault("SECRET_KEY", _instance_secret())
@@ -138,20 +146,20 @@ def run(_args):
         flask(env, "db", "upgrade")
         flask(env, "seed-demo")
         processes = read_procfile()
+        # The Procfile's processes under honcho: each line of output carries its process's
+        # name, each process has a session of its own (worker.py then lowers its group's
+        # priority below the web's), and one that exits stops the rest.
+        manager.KILL_WAIT = STOP_SECONDS
+        procfile = Manager()
         # A worker keeps one core busy with the pipeline's own work: one per core.
         workers = max(1, os.cpu_count() or 1)
-        for name in ("web", *(["worker"] * workers), "scheduler"):
-            say(f"starting {name}: {processes[name]}")
-            children.append((name, subprocess.Popen(
-                ["bash", "-c", f"exec {processes[name]}"], env=env, cwd=ROOT,
-                start_new_session=True)))
+        for name, count in (("web", 1), ("worker", workers), ("scheduler", 1)):
+            for number in range(1, count + 1):
+                procfile.add_process(f"{name}.{number}", f"exec {processes[name]}", env=env,
+                                     cwd=str(ROOT))
         say(f"Submissions is at http://127.0.0.1:{env['PORT']}  (Ctrl-C stops everything)")
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
-        while all(process.poll() is None for _, process in children):
-            time.sleep(0.5)
-        dead = [name for name, process in children if process.poll() is not None]
-        say(f"{', '.join(dead)} stopped; stopping the rest")
-        return 1
+        procfile.loop()
+        return 0 if procfile.returncode in (0, 130, 143) else 1
     except KeyboardInterrupt:
         say("stopping…")
         return 0

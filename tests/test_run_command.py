@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
@@ -81,6 +82,15 @@ def test_run_serves_the_page_and_a_demo_upload_completes(redis_server, tmp_path)
         # One worker per core of the machine.
         workers = Worker.all(connection=redis.Redis.from_url(env["REDIS_URL"]))
         assert len(workers) == os.cpu_count(), log_path.read_text()[-3000:]
+        # Each below the web's CPU priority, in a session (and scheduling group) of its own.
+        for worker in workers:
+            group = Path(f"/proc/{worker.pid}/autogroup")
+            if group.exists():
+                assert group.read_text().strip().endswith("nice 10"), group.read_text()
+        # Every line says which process wrote it.
+        log = log_path.read_text()
+        for name in ("web.1", "worker.1", "scheduler.1"):
+            assert re.search(rf"^\S+ {re.escape(name)}\s+\| \S", log, re.MULTILINE), log[-3000:]
     finally:
         os.killpg(run.pid, signal.SIGINT)
         try:
