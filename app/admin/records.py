@@ -31,6 +31,7 @@ from app.models import (
     utcnow,
 )
 from app.pipeline import STEP_BY_NAME, requeue_step
+from app.submissions.requeue import requeue_answer
 from app.templating import local_time
 
 MIN_PASSWORD = 8
@@ -239,18 +240,8 @@ class SubmissionView(AdminModelView):
     @expose("/requeue/<int:step_id>", methods=["POST"])
     def requeue(self, step_id):
         step_run = db.get_or_404(StepRun, step_id)
-        title = self.step_title(step_run)
-        outcome = requeue_step(step_run)
-        if outcome.enqueued:
-            flash(f"{title} was requeued.", "success")
-        elif outcome.requeued:
-            # Queued in the database; the reconciler hands it to Redis once it is back.
-            flash(f"{title} was requeued; the queue is unreachable right now, so it will "
-                  "start within a minute of it coming back.", "warning")
-        elif step_run.submission.status == "rejected":
-            flash(f"{title} is not run again: the file was not accepted.", "error")
-        else:
-            flash(f"{title} is {step_run.status}; only a failed step can be requeued.", "error")
+        kind, sentence = requeue_answer(step_run, requeue_step(step_run))
+        flash(sentence, {"requeued": "success", "later": "warning"}.get(kind, "error"))
         return redirect(url_for(".details_view", id=step_run.submission_id))
 
 

@@ -17,17 +17,23 @@ def requeue(submission_id, step_name):
     step_run = submission.step(step_name)
     if step_run is None:
         abort(404)
-    title = STEP_BY_NAME[step_run.name].title
-    outcome = requeue_step(step_run)
-    if outcome.enqueued:
-        flash(f"{title} was requeued.", "info")
-    elif outcome.requeued:
-        # Queued in the database; the reconciler hands it to Redis once it is back.
-        flash(f"{title} was requeued; the queue is unreachable right now, so it will start "
-              "within a minute of it coming back.", "info")
-    elif submission.status == "rejected":
-        flash(f"{title} is not run again: the file was not accepted. The student can "
-              "submit a clean copy.", "info")
-    else:
-        flash(f"Only a failed step can be requeued; {title} is {step_run.status}.", "info")
+    kind, sentence = requeue_answer(step_run, requeue_step(step_run))
+    flash(sentence, "info")
     return redirect(url_for("submissions.detail", submission_id=submission.id), 303)
+
+
+def requeue_answer(step_run, outcome):
+    """What staff are told after asking for a step to be requeued, on any page that asks:
+    (kind, sentence), the kind one of "requeued", "later" (Redis did not take it yet) and
+    "refused"."""
+    title = STEP_BY_NAME[step_run.name].title
+    if outcome.enqueued:
+        return "requeued", f"{title} was requeued."
+    if outcome.requeued:
+        # Queued in the database; the reconciler hands it to Redis once it is back.
+        return "later", (f"{title} was requeued; the queue is unreachable right now, so it "
+                         "will start within a minute of it coming back.")
+    if step_run.submission.status == "rejected":
+        return "refused", (f"{title} is not run again: the file was not accepted. The "
+                           "student can submit a clean copy.")
+    return "refused", f"Only a failed step can be requeued; {title} is {step_run.status}."
