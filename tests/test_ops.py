@@ -28,11 +28,24 @@ def scrape(client):
         if line.startswith("#"):
             assert re.fullmatch(r"# (HELP|TYPE) submissions_\w+ .+", line), line
             continue
-        match = re.fullmatch(r'(submissions_\w+(?:\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})?) '
+        match = re.fullmatch(r'(submissions_\w+)(\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})? '
                              r"(\S+)", line)
         assert match, line
-        samples[match.group(1)] = float(match.group(2))
+        samples[match.group(1) + labels_in_order(match.group(2))] = float(match.group(3))
     return samples
+
+
+LABEL_ORDER = ("queue", "step", "outcome", "le")
+
+
+def labels_in_order(text):
+    """A sample's labels in one order, whatever order the page wrote them in (Prometheus reads
+    them as a set)."""
+    if not text:
+        return ""
+    labels = re.findall(r'([a-z_]+)="([^"]*)"', text)
+    labels.sort(key=lambda label: LABEL_ORDER.index(label[0]))
+    return "{" + ",".join(f'{name}="{value}"' for name, value in labels) + "}"
 
 
 def essay_id(world):

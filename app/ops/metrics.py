@@ -4,6 +4,13 @@ import logging
 import math
 from bisect import bisect_left
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
 from app import pipeline
 from app.events.hub import open_streams_all_processes
 from app.extensions import get_redis
@@ -89,60 +96,67 @@ def intake_counts(redis):
     return counts
 
 
-def _label(value):
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class RedisCollector:
+    """The service's metrics for prometheus_client, read from Redis at each scrape: Redis is
+    where every web and worker process, on every machine, adds its counts."""
+
+    def collect(self):
+        redis = get_redis()
+        states = queues.queue_states(redis)
+        yield _by_queue("submissions_queue_depth", "Jobs waiting in each queue.",
+                        states, lambda s: s.depth)
+        yield _by_queue("submissions_queue_oldest_job_age_seconds",
+                        "Age of the oldest job waiting in each queue (0 when empty).",
+                        states, lambda s: s.oldest_age or 0)
+        yield _by_queue("submissions_queue_running_jobs", "Jobs being worked on per queue.",
+                        states, lambda s: s.started)
+        yield _by_queue("submissions_queue_failed_jobs",
+                        "Jobs that exhausted their retries and wait for staff, per queue.",
+                        states, lambda s: s.failed)
+        yield GaugeMetricFamily("submissions_workers", "RQ workers alive.",
+                                value=queues.worker_count(redis))
+
+        durations = HistogramMetricFamily("submissions_step_duration_seconds",
+                                          "How long one attempt of a pipeline step ran.",
+                                          labels=["step"])
+        for step, data in step_durations(redis).items():
+            cumulative, buckets = 0, []
+            for label, count in data["buckets"].items():
+                cumulative += count
+                buckets.append((label, cumulative))
+            durations.add_metric([step], buckets, sum_value=data["sum"])
+        yield durations
+
+        outcomes = CounterMetricFamily("submissions_step_outcomes",
+                                       "Attempts of each pipeline step by how they ended.",
+                                       labels=["step", "outcome"])
+        for (step, outcome), count in step_outcomes(redis).items():
+            outcomes.add_metric([step, outcome], count)
+        yield outcomes
+
+        yield GaugeMetricFamily("submissions_open_event_streams",
+                                "Server-Sent Event streams open, over all web processes.",
+                                value=open_streams_all_processes())
+
+        intake = CounterMetricFamily("submissions_intake",
+                                     "Uploads accepted, and refused by error code.",
+                                     labels=["outcome"])
+        for outcome, count in sorted(intake_counts(redis).items()):
+            intake.add_metric([outcome], count)
+        yield intake
 
 
-def _number(value):
-    return str(value) if isinstance(value, int) else repr(float(value))
+def _by_queue(name, help_text, states, value):
+    family = GaugeMetricFamily(name, help_text, labels=["queue"])
+    for state in states:
+        family.add_metric([state.name], value(state))
+    return family
 
 
-def _family(lines, name, kind, help_text, samples):
-    lines.append(f"# HELP {name} {help_text}")
-    lines.append(f"# TYPE {name} {kind}")
-    for suffix, labels, value in samples:
-        label_text = ",".join(f'{key}="{_label(val)}"' for key, val in labels.items())
-        sample = f"{name}{suffix}{{{label_text}}}" if label_text else f"{name}{suffix}"
-        lines.append(f"{sample} {_number(value)}")
+REGISTRY = CollectorRegistry(auto_describe=False)
+REGISTRY.register(RedisCollector())
 
 
 def exposition():
     """Every metric in the Prometheus text format (version 0.0.4)."""
-    redis = get_redis()
-    states = queues.queue_states(redis)
-    lines = []
-    _family(lines, "submissions_queue_depth", "gauge", "Jobs waiting in each queue.",
-            [("", {"queue": s.name}, s.depth) for s in states])
-    _family(lines, "submissions_queue_oldest_job_age_seconds", "gauge",
-            "Age of the oldest job waiting in each queue (0 when empty).",
-            [("", {"queue": s.name}, s.oldest_age or 0) for s in states])
-    _family(lines, "submissions_queue_running_jobs", "gauge", "Jobs being worked on per queue.",
-            [("", {"queue": s.name}, s.started) for s in states])
-    _family(lines, "submissions_queue_failed_jobs", "gauge",
-            "Jobs that exhausted their retries and wait for staff, per queue.",
-            [("", {"queue": s.name}, s.failed) for s in states])
-    _family(lines, "submissions_workers", "gauge", "RQ workers alive.",
-            [("", {}, queues.worker_count(redis))])
-
-    samples = []
-    for step, data in step_durations(redis).items():
-        cumulative = 0
-        for label, count in data["buckets"].items():
-            cumulative += count
-            samples.append(("_bucket", {"step": step, "le": label}, cumulative))
-        samples.append(("_sum", {"step": step}, data["sum"]))
-        samples.append(("_count", {"step": step}, data["count"]))
-    _family(lines, "submissions_step_duration_seconds", "histogram",
-            "How long one attempt of a pipeline step ran.", samples)
-    _family(lines, "submissions_step_outcomes_total", "counter",
-            "Attempts of each pipeline step by how they ended.",
-            [("", {"step": step, "outcome": outcome}, count)
-             for (step, outcome), count in step_outcomes(redis).items()])
-    _family(lines, "submissions_open_event_streams", "gauge",
-            "Server-Sent Event streams open, over all web processes.",
-            [("", {}, open_streams_all_processes())])
-    _family(lines, "submissions_intake_total", "counter",
-            "Uploads accepted, and refused by error code.",
-            [("", {"outcome": outcome}, count)
-             for outcome, count in sorted(intake_counts(redis).items())])
-    return "\n".join(lines) + "\n"
+    return generate_latest(REGISTRY).decode()
