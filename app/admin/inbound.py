@@ -24,6 +24,5 @@ class InboundMessageView(AdminModelView):
     column_filters = (
         FilterEqual(InboundMessage.state, "State", options=[(s, s) for s in INBOUND_STATES]),
         FilterEqual(InboundMessage.kind, "Kind", options=[(k, k) for k in INBOUND_KINDS]),
-        "received_at",
     )
     column_default_sort = ("id", True)
