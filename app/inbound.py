@@ -102,17 +102,17 @@ def _row_id(value):
 def _time(value):
     try:
         parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise ValueError("an ISO-8601 time with its UTC offset")
-    return parsed.astimezone(UTC)
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        pass
+    raise ValueError("an ISO-8601 time with its UTC offset")
 
 
 def _zone(value):
     try:
         ZoneInfo(_text(64)(value))
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError("a time zone name such as Europe/London") from None
     return value.strip()
 
@@ -177,10 +177,14 @@ class Message:
     payload: dict
 
 
+def _not_json(constant):
+    raise ValueError(f"{constant} is not JSON")
+
+
 def read_message(body, now):
     """The message in a (signed) body, or MessageError saying what is wrong with it."""
     try:
-        message = json.loads(body)
+        message = json.loads(body, parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise MessageError("The body is not JSON.") from None
     if not isinstance(message, dict):
@@ -263,8 +267,9 @@ def apply_message(inbound_id):
     row = db.session.get(InboundMessage, inbound_id)
     db.session.refresh(row)
     if row.state != "received":
+        state = row.state
         db.session.rollback()
-        return row.state
+        return state
     try:
         newer = _newer_applied(row)
         if newer is not None:

@@ -291,6 +291,8 @@ def test_a_student_removed_from_a_course_gets_404_and_their_open_stream_stops_ca
 
 def test_an_extension_from_records_lets_the_student_submit_after_the_cutoff(
         app, client, closed_essay):
+    alice_id = user("alice@uni.test").id
+    open_page = follow(client_for(app, "alice"), f"user.{alice_id}")
     due, cutoff = utcnow() + timedelta(hours=1), utcnow() + timedelta(hours=3)
     granted = message("extension.granted", {
         "email": "alice@uni.test", "assignment_id": closed_essay, "due_at": due.isoformat(),
@@ -298,6 +300,13 @@ def test_an_extension_from_records_lets_the_student_submit_after_the_cutoff(
     send(client, granted)
     apply_all()
     assert inbound(granted["message_id"]).state == "applied"
+    # Her open page redraws the deadline and shows the notice, as for a grant by staff.
+    deadline, flash = open_page.events(2)
+    assert (deadline.event, deadline.data["extended"], deadline.data["by"]) == (
+        "deadline", True, None)
+    assert deadline.data["cutoff_at"] == cutoff.isoformat()
+    assert flash.data["text"].startswith("You have an extension for CS101: Essay")
+    open_page.close()
     alice = logged_in(app, "alice@uni.test")
     assert upload_form(alice, closed_essay, ESSAY, "essay.txt").status_code == 303
     bob = logged_in(app, "bob@uni.test")
