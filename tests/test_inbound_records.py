@@ -289,6 +289,21 @@ def test_a_student_removed_from_a_course_gets_404_and_their_open_stream_stops_ca
     bob_stream.close()
 
 
+def test_a_stream_whose_access_cannot_be_checked_again_ends(app, client, world, monkeypatch):
+    alice_id, essay_id = world.users["alice"].id, world.essay.id
+    alice_stream = follow(client_for(app, "alice"), f"user.{alice_id}", f"assignment.{essay_id}")
+
+    def database_away(user, topic):
+        raise ConnectionError("database away")
+
+    monkeypatch.setattr(event_hub, "may_follow", database_away)
+    send(client, message("enrolment.removed", {"email": "alice@uni.test", "course": "CS101"}))
+    apply_all()
+    # Her browser reconnects, and the stream it asks for is authorized afresh.
+    with pytest.raises(StopIteration):
+        alice_stream.events_within(5.0)
+
+
 def test_an_extension_from_records_lets_the_student_submit_after_the_cutoff(
         app, client, closed_essay):
     alice_id = user("alice@uni.test").id

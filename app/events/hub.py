@@ -281,10 +281,14 @@ class Hub:
         streams = [s for s in self._streams if s.viewer.user_id == user_id]
         if not streams:
             return
-        with self.app.app_context():
-            user = db.session.get(User, user_id)
-            lost = {s: {t for t in s.topics if user is None or not may_follow(user, t)}
-                    for s in streams}
+        try:
+            with self.app.app_context():
+                user = db.session.get(User, user_id)
+                lost = {s: {t for t in s.topics if user is None or not may_follow(user, t)}
+                        for s in streams}
+        except Exception as exc:  # database away: end them; a reconnect is authorized afresh
+            log.warning("event=hub_recheck_failed user_id=%s error=%r", user_id, exc)
+            lost = {s: set(s.topics) for s in streams}
         for subscription, topics in lost.items():
             self._unfollow(subscription, topics)
             subscription.topics = subscription.topics - topics
