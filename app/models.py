@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo
 
 from flask_login import UserMixin
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -426,3 +427,37 @@ class ExternalRecord(db.Model):
     state: Mapped[str] = mapped_column(String(32), default="")
     data: Mapped[dict | None] = mapped_column(db.JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+INBOUND_KINDS = ("course.created", "enrolment.added", "enrolment.removed", "extension.granted",
+                 "extension.withdrawn", "student.renamed", "student.email_changed")
+# received: waiting to be applied; applied: done (whatever it changed, said in `detail`);
+# superseded: a newer change to the same thing was applied first, so this one changed nothing;
+# rejected: it cannot be applied, and `detail` says why.
+INBOUND_STATES = ("received", "applied", "superseded", "rejected")
+
+
+class InboundMessage(db.Model):
+    """One message from the student-records system, recorded as it arrives and applied by a
+    job. Its sender's message id makes a resend a no-op; `subject` names the thing it changes,
+    and (`occurred_at`, `sequence`) orders the changes to one subject whatever order they
+    arrive in."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    subject: Mapped[str] = mapped_column(String(400), index=True)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict] = mapped_column(db.JSON)
+    state: Mapped[str] = mapped_column(String(16), default="received", index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def job_id(self):
+        return f"inbound-{self.id}"

@@ -60,8 +60,9 @@ STEP_BY_NAME = {step.name: step for step in STEPS}
 # Queues in the order a worker that serves them all takes work from them. The reconciler
 # comes first: behind a deadline backlog it would recover lost steps only once the backlog ends.
 # Grade releases next: a few short jobs that students are waiting to see, whatever is queued.
+# Then the student-records system's messages (app/inbound.py): enrolments and extensions.
 PIPELINE_QUEUES = ("scan", "store", "email", "external", "media")
-QUEUES = ("maintenance", "grades", *PIPELINE_QUEUES)
+QUEUES = ("maintenance", "grades", "records", *PIPELINE_QUEUES)
 # The queues a new submission goes through one after the other; intake's back pressure reads them.
 INTAKE_QUEUES = ("scan", "store")
 

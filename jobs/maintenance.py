@@ -20,7 +20,8 @@ from app.grades.release import (
     grade_email_job_id,
     restore_scheduled_releases,
 )
-from app.models import Grade, OutboxEmail, StepRun, Submission, utcnow
+from app.inbound import apply_job_id, enqueue_apply
+from app.models import Grade, InboundMessage, OutboxEmail, StepRun, Submission, utcnow
 from jobs.redis_outage import REDIS_DOWN, wait_for_redis
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,34 @@ def requeue_unsent_emails(redis, live_workers, waiting, now):
     return requeued
 
 
+def requeue_unapplied_messages(redis, live_workers, waiting, now):
+    """Hand back to the workers every student-records message still to be applied after the
+    grace period with no live job: its job was lost with Redis or a killed worker, or it ran and
+    left the message waiting for an earlier one (at most once a claim period)."""
+    config = current_app.config
+    due = now - timedelta(seconds=config["RECONCILE_GRACE_SECONDS"])
+    dead_after = timedelta(seconds=config["WORKER_DEAD_AFTER_SECONDS"])
+    unapplied = db.session.execute(
+        select(InboundMessage.id)
+        .where(InboundMessage.state == "received", InboundMessage.received_at <= due)
+    ).scalars().all()
+    jobs = Job.fetch_many([apply_job_id(i) for i in unapplied], connection=redis)
+    requeued = 0
+    for inbound_id, job in zip(unapplied, jobs, strict=True):
+        if not job_is_dead(redis, job, live_workers, waiting, now, dead_after):
+            continue
+        if not redis.set(f"reconcile:inbound:{inbound_id}", 1, nx=True,
+                         ex=REQUEUE_CLAIM_SECONDS):
+            continue
+        if job is not None:
+            job.delete()
+        if enqueue_apply(inbound_id):
+            requeued += 1
+            log.info("event=reconcile_inbound inbound_id=%s lost_job_status=%s",
+                     inbound_id, job.get_status(refresh=False) if job else None)
+    return requeued
+
+
 def reconcile():
     redis = get_redis()
     orphaned = enqueue_due_retries(redis)
@@ -235,6 +264,7 @@ def reconcile():
     requeued = sum(_requeue(s, job, live_workers, waiting, now)
                    for s, job in zip(in_flight, jobs, strict=True))
     emails_requeued = requeue_unsent_emails(redis, live_workers, waiting, now)
+    messages_requeued = requeue_unapplied_messages(redis, live_workers, waiting, now)
 
     # Submissions with nothing in flight are stalled: a crash between a step and its successors
     # or its completion, or an intake that never got the first step into Redis. One with a step
@@ -247,6 +277,7 @@ def reconcile():
     completed = sum(pipeline.complete_if_done(s.id) for s in waiting)
     summary = {"checked": len(in_flight), "requeued": requeued, "enqueued": enqueued,
                "completed": completed, "emails_requeued": emails_requeued,
+               "messages_requeued": messages_requeued,
                "releases_restored": restore_scheduled_releases()}
     # Every few seconds: said at INFO only when it put something right.
     level = logging.INFO if any(v for k, v in summary.items() if k != "checked") else logging.DEBUG

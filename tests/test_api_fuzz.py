@@ -79,6 +79,8 @@ def with_real_values(operation, mode, real_ids):
 
 @pytest.mark.slow
 def test_every_generated_request_gets_a_documented_answer_and_never_a_5xx(app, client, real_ids):
+    # Set, as in production: the student-records route then refuses whoever cannot sign (401).
+    app.config["ADMIN_SYNC_SECRET"] = "fuzz-records-secret"
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     tokens = {email: Auth(app.test_client()).token(email)
               for email in ("alice@uni.test", "sam@uni.test")}

@@ -63,7 +63,8 @@ def test_reconcile_leaves_live_jobs_alone_and_is_safe_to_repeat(app, client, aut
     assert queue("scan").count == 2
     run_jobs()
     assert reconcile() == {"checked": 0, "requeued": 0, "enqueued": 0, "completed": 0,
-                           "emails_requeued": 0, "releases_restored": 0}
+                           "emails_requeued": 0, "messages_requeued": 0,
+                           "releases_restored": 0}
 
 
 def test_recently_queued_step_is_given_time_to_reach_redis(app, client, auth, world):

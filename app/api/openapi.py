@@ -29,6 +29,31 @@ RELEASE = {"type": "object", "properties": {
 
 ID_PARAM = {"in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 
+_TIME = {"type": "string", "format": "date-time"}
+_EMAIL = {"type": "string", "format": "email"}
+INBOUND_DATA = {
+    "course.created": {"required": ["code", "title"], "properties": {
+        "code": {"type": "string", "maxLength": 32}, "title": {"type": "string"},
+        "timezone": {"type": "string", "description": "e.g. Europe/London; UTC if left out"}}},
+    "enrolment.added": {"required": ["email", "course"], "properties": {
+        "email": _EMAIL, "course": {"type": "string", "description": "the course code"},
+        "role": {"type": "string", "enum": ["student", "staff"], "default": "student"},
+        "name": {"type": "string", "description": "for an account created by this message"}}},
+    "enrolment.removed": {"required": ["email", "course"], "properties": {
+        "email": _EMAIL, "course": {"type": "string"}}},
+    "extension.granted": {"required": ["email", "assignment_id", "due_at"], "properties": {
+        "email": _EMAIL, "assignment_id": {"type": "integer"}, "due_at": _TIME,
+        "cutoff_at": {**_TIME, "nullable": True,
+                      "description": "required when the assignment has a cut-off"},
+        "reason": {"type": "string", "maxLength": 500}}},
+    "extension.withdrawn": {"required": ["email", "assignment_id"], "properties": {
+        "email": _EMAIL, "assignment_id": {"type": "integer"}}},
+    "student.renamed": {"required": ["email", "name"], "properties": {
+        "email": _EMAIL, "name": {"type": "string", "maxLength": 120}}},
+    "student.email_changed": {"required": ["email", "new_email"], "properties": {
+        "email": _EMAIL, "new_email": _EMAIL}},
+}
+
 DOCUMENT = {
     "openapi": "3.0.3",
     "info": {"title": "Submissions API", "version": "1"},
@@ -86,6 +111,41 @@ DOCUMENT = {
                     "score": {"type": "number"},
                     "feedback": {"type": "string"},
                     "updated_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "InboundMessage": {
+                "type": "object",
+                "required": ["message_id", "kind", "sent_at", "occurred_at", "sequence", "data"],
+                "description": "Signed with HMAC-SHA256 of the raw body and ADMIN_SYNC_SECRET "
+                               "(X-Signature: sha256=<hex>), as our records to that system "
+                               "are. Changes to one thing (an enrolment, a student's extension "
+                               "on an assignment, a student's name or email, a course) are "
+                               "applied in the order of occurred_at, then sequence: an older "
+                               "one arriving after a newer one changes nothing.",
+                "properties": {
+                    "message_id": {"type": "string", "maxLength": 100,
+                                   "description": "Unique: sent again, it changes nothing"},
+                    "kind": {"type": "string", "enum": list(INBOUND_DATA)},
+                    "sent_at": {**_TIME, "description": "When this copy was sent: more than "
+                                                        "5 minutes from our clock is refused"},
+                    "occurred_at": {**_TIME,
+                                    "description": "When the change was made in the records "
+                                                   "system"},
+                    "sequence": {"type": "integer", "minimum": 0,
+                                 "description": "Orders changes made at the same instant"},
+                    "data": {"oneOf": [
+                        {"type": "object", "title": kind, **schema}
+                        for kind, schema in INBOUND_DATA.items()]},
+                },
+            },
+            "InboundReceipt": {
+                "type": "object",
+                "required": ["message_id", "state", "received_at"],
+                "properties": {
+                    "message_id": {"type": "string"},
+                    "state": {"type": "string",
+                              "enum": ["received", "applied", "superseded", "rejected"]},
+                    "received_at": _TIME,
                 },
             },
             "Submission": {
@@ -203,6 +263,27 @@ DOCUMENT = {
                         "updated_at": {"type": "string", "format": "date-time"},
                         "released": {"type": "boolean"}}}),
                     **_error_responses(400, 401, 404, 409),
+                },
+            }
+        },
+        "/inbound/records": {
+            "post": {
+                "summary": "A message from the student-records system (machine to machine); "
+                           "recorded at once and applied by a worker",
+                "security": [],
+                "parameters": [{"in": "header", "name": "X-Signature", "required": True,
+                                "description": "sha256=<hex HMAC-SHA256 of the raw body with "
+                                               "ADMIN_SYNC_SECRET>",
+                                "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _ref("InboundMessage")}}},
+                "responses": {
+                    "202": _json(_ref("InboundReceipt"), "Recorded; a worker applies it"),
+                    "200": {**_json(_ref("InboundReceipt"),
+                                    "This message id was recorded before; nothing new"),
+                            "headers": {"Idempotent-Replayed": {
+                                "schema": {"type": "string", "enum": ["true"]}}}},
+                    **_error_responses(400, 401, 413, 503),
                 },
             }
         },

@@ -26,9 +26,9 @@ from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from app.events.access import TOPIC_PATTERNS, shaped_for
+from app.events.access import TOPIC_PATTERNS, may_follow, shaped_for
 from app.extensions import db, get_redis
-from app.models import Assignment, Event, EventTopic, FlashMessage, Submission
+from app.models import Assignment, Event, EventTopic, FlashMessage, Submission, User
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +153,15 @@ class Hub:
     def unsubscribe(self, subscription):
         with self._lock:
             self._streams.discard(subscription)
-            for topic in subscription.topics:
-                followers = self._followers.get(topic)
-                if followers is not None:
-                    followers.discard(subscription)
-                    if not followers:
-                        del self._followers[topic]
+            self._unfollow(subscription, subscription.topics)
+
+    def _unfollow(self, subscription, topics):
+        for topic in topics:
+            followers = self._followers.get(topic)
+            if followers is not None:
+                followers.discard(subscription)
+                if not followers:
+                    del self._followers[topic]
 
     def replay(self, topics, after, upto):
         """Stored events on these topics with after < id <= upto, oldest first, less flash
@@ -267,8 +270,30 @@ class Hub:
             self._deliver(topic, delivery)
 
     def _deliver(self, topic, delivery):
+        if delivery.type == "enrolment" and isinstance(delivery.data, dict):
+            self._recheck(delivery.data.get("user_id"))
         for subscription in self._followers.get(topic, ()):
             subscription.offer(delivery)
+
+    def _recheck(self, user_id):
+        """A user's enrolments changed (app/inbound.py): their open streams stop here, before
+        any later event, on the topics they may no longer follow; one left with none ends."""
+        streams = [s for s in self._streams if s.viewer.user_id == user_id]
+        if not streams:
+            return
+        try:
+            with self.app.app_context():
+                user = db.session.get(User, user_id)
+                lost = {s: {t for t in s.topics if user is None or not may_follow(user, t)}
+                        for s in streams}
+        except Exception as exc:  # database away: end them; a reconnect is authorized afresh
+            log.warning("event=hub_recheck_failed user_id=%s error=%r", user_id, exc)
+            lost = {s: set(s.topics) for s in streams}
+        for subscription, topics in lost.items():
+            self._unfollow(subscription, topics)
+            subscription.topics = subscription.topics - topics
+            if topics and not subscription.topics:
+                subscription.close()
 
     def _resolve_gap(self):
         with self._lock:

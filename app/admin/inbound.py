@@ -1,0 +1,28 @@
+"""The student-records system's messages, for admins to look through: each with its state
+(received, applied, superseded by a newer change, rejected) and what applying it did or why it
+was not applied. The records system sends them and a worker applies them; here they are read
+only."""
+
+from flask_admin.contrib.sqla.filters import FilterEqual
+
+from app.admin.base import AdminModelView
+from app.models import INBOUND_KINDS, INBOUND_STATES, InboundMessage
+
+
+class InboundMessageView(AdminModelView):
+    can_create = False
+    can_edit = False
+    can_delete = False
+    column_list = ("received_at", "message_id", "kind", "state", "detail", "occurred_at",
+                   "sequence")
+    column_labels = {"received_at": "Received", "message_id": "Message",
+                     "occurred_at": "Changed in records", "detail": "Outcome",
+                     "finished_at": "Settled"}
+    column_details_list = ("message_id", "kind", "subject", "state", "detail", "sequence",
+                           "occurred_at", "sent_at", "received_at", "finished_at", "payload")
+    column_searchable_list = ("message_id", "subject", "detail")
+    column_filters = (
+        FilterEqual(InboundMessage.state, "State", options=[(s, s) for s in INBOUND_STATES]),
+        FilterEqual(InboundMessage.kind, "Kind", options=[(k, k) for k in INBOUND_KINDS]),
+    )
+    column_default_sort = ("id", True)
