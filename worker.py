@@ -217,7 +217,7 @@ class JobHeartbeats:
 # Every module an RQ job of ours names or runs, imported once as the worker starts (Pillow,
 # pdfium, requests...), never per job or per fresh start.
 JOB_MODULES = ("jobs.runner", *(f"jobs.{step.name}" for step in STEPS),
-               "jobs.grades", "jobs.rollup", "jobs.maintenance")
+               "jobs.grades", "jobs.rollup", "jobs.maintenance", "jobs.inbound")
 
 
 def preload_job_modules():
