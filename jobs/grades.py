@@ -11,6 +11,7 @@ from sqlalchemy.orm import selectinload
 
 from app import flash
 from app.events.publisher import emit
+from app.events.topics import assignment_topic
 from app.extensions import db
 from app.grades.marking import emit_grade, emit_marking, markable_ids
 from app.grades.release import enqueue_grade_email, grade_email_key
@@ -93,7 +94,7 @@ def announce_grades(assignment, now):
 
 def announce_release(assignment):
     """"Grades for X are out" to everyone enrolled, and on assignment.<id>, exactly once."""
-    topic = f"assignment.{assignment.id}"
+    topic = assignment_topic(assignment.id)
     # Serialises announcers on PostgreSQL; SQLite allows one writer at a time anyway.
     db.session.execute(select(Assignment.id).where(Assignment.id == assignment.id)
                        .with_for_update())

@@ -26,7 +26,8 @@ from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from app.events.access import TOPIC_PATTERNS, shaped_for
+from app.events.access import shaped_for
+from app.events.topics import TOPIC_PATTERNS
 from app.extensions import db, get_redis
 from app.models import Assignment, Event, EventTopic, FlashMessage, Submission
 

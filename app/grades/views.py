@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import deadlines
 from app.deadlines import ExtensionError, enrolled_student, extensions_of
+from app.events.topics import assignment_staff_topic
 from app.extensions import db
 from app.grades import bp
 from app.grades.forms import (
@@ -19,7 +20,7 @@ from app.grades.forms import (
     WithdrawExtensionForm,
     WithdrawReleaseForm,
 )
-from app.grades.marking import marking_progress, marking_rows, staff_topic
+from app.grades.marking import marking_progress, marking_rows
 from app.grades.release import (
     GradeError,
     NotMarkable,
@@ -89,7 +90,7 @@ def marking_page(assignment, failed=None, failed_form=None, schedule_form=None,
         progress=marking_progress(assignment.id), state=release_state(assignment),
         release_form=release_form or ReleaseNowForm(formdata=None),
         withdraw_form=WithdrawReleaseForm(), schedule_form=schedule_form,
-        cancel_form=CancelReleaseForm(), staff_topic=staff_topic(assignment.id),
+        cancel_form=CancelReleaseForm(), staff_topic=assignment_staff_topic(assignment.id),
         extensions=extensions_of(assignment), extension_form=extension_form,
         extension_error=extension_error, withdraw_extension_form=WithdrawExtensionForm(),
     ), status

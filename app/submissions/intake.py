@@ -8,7 +8,8 @@ from sqlalchemy.exc import IntegrityError
 
 from app import pipeline, ratelimit
 from app.deadlines import deadline_for
-from app.events.publisher import emit, submission_topics
+from app.events.publisher import emit
+from app.events.topics import submission_topics
 from app.extensions import commit_keeping_loaded, db
 from app.models import Submission, utcnow
 from app.ops import metrics
