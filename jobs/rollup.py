@@ -11,7 +11,6 @@ from flask import current_app
 from rq import get_current_job
 from sqlalchemy import delete, func
 
-from app.events.hub import open_streams_all_processes
 from app.events.publisher import emit
 from app.events.topics import ADMIN_DASHBOARD
 from app.extensions import db, get_redis
@@ -138,7 +137,7 @@ def roll_up():
         "steps": steps,
         "failed_steps": sum(step["failed_now"] for step in steps),
         "needs_attention": needs_attention,
-        "open_streams": open_streams_all_processes(),
+        "open_streams": metrics.open_streams_all_processes(),
     }
     redis.set(dashboard.STATS_KEY, json.dumps(stats))
     emit("stats", stats, [ADMIN_DASHBOARD])
