@@ -1,14 +1,30 @@
 import logging
 
-from flask import current_app, g, render_template, request
+from flask import current_app, g, jsonify, render_template, request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from app.api import error_response
 from app.extensions import db, login_manager
 
 log = logging.getLogger(__name__)
+
+
+class RequestRefused(Exception):
+    """A request the service will not carry out, and how to say so: the API answers with the
+    status and a JSON body, a page with its own words."""
+
+    def __init__(self, status, code, message, retry_after=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def error_response(status, code, message, retry_after=None):
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    return jsonify({"error": {"code": code, "message": message}}), status, headers
 
 
 def _wants_json():

@@ -2,8 +2,9 @@
 
 from flask import jsonify
 
-from app.api import ApiError, bp
+from app.api import bp
 from app.api.routes import iso, require_user
+from app.errors import RequestRefused
 from app.flash import acknowledge
 
 
@@ -11,5 +12,5 @@ from app.flash import acknowledge
 def acknowledge_flash(flash_id):
     message = acknowledge(require_user(), flash_id)
     if message is None:
-        raise ApiError(404, "not_found", "No such message.")
+        raise RequestRefused(404, "not_found", "No such message.")
     return jsonify({"id": message.id, "acked_at": iso(message.acked_at)})

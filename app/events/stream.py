@@ -13,7 +13,7 @@ from flask import Response, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from app.api import error_response
+from app.errors import error_response
 from app.events import bp
 from app.events.access import Viewer, may_follow
 from app.events.hub import current_hub

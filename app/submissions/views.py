@@ -6,6 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField
 
 from app.deadlines import deadline_for, deadlines_for
+from app.errors import RequestRefused
 from app.extensions import csrf, db
 from app.models import Submission
 from app.pipeline import STEP_BY_NAME
@@ -15,12 +16,7 @@ from app.submissions.access import (
     enrolled_assignment_or_404,
     visible_submission_or_404,
 )
-from app.submissions.intake import (
-    IntakeError,
-    accept_upload,
-    check_readable_form,
-    release_connection,
-)
+from app.submissions.intake import accept_upload, check_readable_form, release_connection
 
 
 class UploadForm(FlaskForm):
@@ -77,7 +73,7 @@ def assignment(assignment_id):
             submission, _ = accept_upload(
                 current_user, assignment, request.files.get("file"), form.idempotency_key.data
             )
-        except IntakeError as exc:
+        except RequestRefused as exc:
             if exc.status == 404:
                 abort(404)
             page, status = _assignment_page(assignment, form, exc.message, exc.status)
