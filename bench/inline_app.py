@@ -8,11 +8,12 @@ through the same job runner the workers use. Served by gunicorn like wsgi:app:
 from flask import jsonify, request
 
 from app import create_app
-from app.api.routes import require_user, submission_json
+from app.api.routes import submission_json
 from app.errors import RequestRefused, error_response
 from app.extensions import csrf, db
 from app.models import Assignment
 from app.pipeline import STEPS
+from app.submissions.access import require_user
 from app.submissions.intake import accept_upload, check_readable_form
 from jobs.runner import run_step
 

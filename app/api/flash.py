@@ -3,9 +3,10 @@
 from flask import jsonify
 
 from app.api import bp
-from app.api.routes import iso, require_user
+from app.api.routes import iso
 from app.errors import RequestRefused
 from app.flash import acknowledge
+from app.submissions.access import require_user
 
 
 @bp.post("/flash/<int:flash_id>/ack")

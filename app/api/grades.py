@@ -3,9 +3,8 @@
 from flask import jsonify, request
 
 from app.api import bp
-from app.api.routes import iso, require_user
+from app.api.routes import iso
 from app.errors import RequestRefused
-from app.extensions import db
 from app.grades.release import (
     GradeError,
     NotMarkable,
@@ -17,7 +16,7 @@ from app.grades.release import (
     save_grade,
     schedule_release,
 )
-from app.models import Assignment, Submission
+from app.submissions.access import require_user, staff_assignment, staff_submission
 
 
 def staff_grade_json(grade):
@@ -51,19 +50,10 @@ def json_object():
     return body
 
 
-def staff_assignment(assignment_id, user):
-    assignment = db.session.get(Assignment, assignment_id)
-    if assignment is None or not user.is_staff_of(assignment.course_id):
-        raise RequestRefused(404, "not_found", "No such assignment.")
-    return assignment
-
-
 @bp.put("/submissions/<int:submission_id>/grade")
 def put_grade(submission_id):
     user = require_user()
-    submission = db.session.get(Submission, submission_id)
-    if submission is None or not user.is_staff_of(submission.assignment.course_id):
-        raise RequestRefused(404, "not_found", "No such submission.")
+    submission = staff_submission(submission_id, user)
     body = json_object()
     try:
         grade = save_grade(submission, body.get("score"), body.get("feedback", ""), user)

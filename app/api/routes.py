@@ -1,28 +1,14 @@
 from flask import jsonify, request, url_for
-from flask_login import current_user
 
 from app.api import bp
 from app.auth.views import TooManyAttempts, authenticate
 from app.deadlines import deadlines_for
 from app.errors import RequestRefused
 from app.extensions import db
-from app.models import ApiToken, Assignment, Submission
-from app.submissions.access import assignments_for
+from app.models import ApiToken, Assignment
+from app.submissions.access import assignments_for, require_user, visible_submission
 from app.submissions.intake import accept_upload, check_readable_form
 from app.wording import student_step_detail, student_submission_detail
-
-
-def require_user():
-    if not current_user.is_authenticated:
-        raise RequestRefused(401, "unauthorized", "Log in or send a bearer token.")
-    return current_user
-
-
-def visible_submission(submission_id, user):
-    submission = db.session.get(Submission, submission_id)
-    if submission is None or not submission.visible_to(user):
-        raise RequestRefused(404, "not_found", "No such submission.")
-    return submission
 
 
 def iso(dt):

@@ -33,15 +33,9 @@ from app.grades.release import (
     schedule_release,
     withdraw_release,
 )
-from app.models import Assignment, Enrollment, Submission, User
+from app.models import Assignment, Enrollment, User
+from app.submissions.access import staff_assignment, staff_submission
 from app.templating import local_time
-
-
-def staff_assignment_or_404(assignment_id):
-    assignment = db.session.get(Assignment, assignment_id)
-    if assignment is None or not current_user.is_staff_of(assignment.course_id):
-        abort(404)
-    return assignment
 
 
 def taught_assignments(user):
@@ -113,15 +107,13 @@ def index():
 @bp.route("/assignments/<int:assignment_id>")
 @login_required
 def marking(assignment_id):
-    return marking_page(staff_assignment_or_404(assignment_id))
+    return marking_page(staff_assignment(assignment_id, current_user))
 
 
 @bp.post("/submissions/<int:submission_id>/grade")
 @login_required
 def grade(submission_id):
-    submission = db.session.get(Submission, submission_id)
-    if submission is None or not current_user.is_staff_of(submission.assignment.course_id):
-        abort(404)
+    submission = staff_submission(submission_id, current_user)
     assignment = submission.assignment
     form = grade_form_for(submission, from_request=True)
     if not form.validate_on_submit():
@@ -149,7 +141,7 @@ def grade(submission_id):
 @bp.post("/assignments/<int:assignment_id>/release")
 @login_required
 def release(assignment_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     form = ReleaseNowForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
@@ -171,7 +163,7 @@ def release(assignment_id):
 @bp.post("/assignments/<int:assignment_id>/release/withdraw")
 @login_required
 def withdraw(assignment_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     if not WithdrawReleaseForm().validate_on_submit():
         flash("Your session expired; please try again.", "error")
     elif withdraw_release(assignment):
@@ -185,7 +177,7 @@ def withdraw(assignment_id):
 @bp.post("/assignments/<int:assignment_id>/release/schedule")
 @login_required
 def schedule(assignment_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     form = ScheduleReleaseForm()
     if not form.validate_on_submit():
         return marking_page(assignment, schedule_form=form, status=400)
@@ -202,7 +194,7 @@ def schedule(assignment_id):
 @bp.post("/assignments/<int:assignment_id>/release/cancel")
 @login_required
 def cancel(assignment_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     if not CancelReleaseForm().validate_on_submit():
         flash("Your session expired; please try again.", "error")
     else:
@@ -225,7 +217,7 @@ def _deadline_words(extension, tz):
 @bp.post("/assignments/<int:assignment_id>/extensions")
 @login_required
 def grant_extension(assignment_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     form = ExtensionForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
@@ -261,7 +253,7 @@ def grant_extension(assignment_id):
 @bp.post("/assignments/<int:assignment_id>/extensions/<int:student_id>/withdraw")
 @login_required
 def withdraw_extension(assignment_id, student_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     student = db.session.get(User, student_id)
     if not WithdrawExtensionForm().validate_on_submit():
         flash("Your session expired; please try again.", "error")
