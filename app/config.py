@@ -121,7 +121,7 @@ class Config:
     # receipts come first at a deadline; alone on its own machine it changes nothing.
     WORKER_NICENESS = _int("WORKER_NICENESS", 10, minimum=0)
     SSE_HEARTBEAT_SECONDS = _seconds("SSE_HEARTBEAT_SECONDS", 15.0)
-    # How long the event hub holds an event back for a lower id still to arrive (hub.py).
+    # How long the event hub holds an event back for a lower id still to arrive (ordering.py).
     SSE_GAP_WAIT_SECONDS = _seconds("SSE_GAP_WAIT_SECONDS", 2.0)
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True

@@ -1,14 +1,31 @@
 import logging
 
-from flask import current_app, g, render_template, request
+from flask import current_app, g, jsonify, render_template, request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from werkzeug.exceptions import HTTPException, ServiceUnavailable, default_exceptions
 
-from app.api import error_response
 from app.extensions import db, login_manager
 
 log = logging.getLogger(__name__)
+
+
+class RequestRefused(Exception):
+    """A request the service will not carry out, and how to say so. The API answers it as JSON
+    with the status; the upload page shows the message on its form; any other page answers as
+    abort(status) would."""
+
+    def __init__(self, status, code, message, retry_after=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def error_response(status, code, message, retry_after=None):
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    return jsonify({"error": {"code": code, "message": message}}), status, headers
 
 
 def _wants_json():
@@ -23,6 +40,11 @@ def http_error(exc):
     if exc.code == 413:
         message = f"Files may be at most {current_app.config['MAX_UPLOAD_MB']} MB."
     return render_template("error.html", error=exc, message=message), exc.code
+
+
+def refused(exc):
+    # The API answers a refusal itself, in JSON; a page answers as abort(status) would.
+    return http_error(default_exceptions[exc.status]())
 
 
 def database_unavailable(exc):
@@ -63,5 +85,6 @@ def _is_connection_error(exc):
 
 def init_app(app):
     app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(RequestRefused, refused)
     app.register_error_handler(DBAPIError, database_unavailable)
     app.register_error_handler(PoolTimeout, database_busy)

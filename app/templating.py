@@ -2,6 +2,7 @@ from datetime import UTC
 
 from flask_wtf.csrf import generate_csrf
 
+from app.events.topics import submission_topic, user_topic
 from app.models import utcnow
 from app.pipeline import STEP_BY_NAME
 from app.wording import student_step_detail, student_submission_detail
@@ -57,3 +58,5 @@ def init_app(app):
     app.jinja_env.globals["STEPS"] = STEP_BY_NAME
     app.jinja_env.globals["student_step_detail"] = student_step_detail
     app.jinja_env.globals["student_submission_detail"] = student_submission_detail
+    app.jinja_env.globals["user_topic"] = user_topic
+    app.jinja_env.globals["submission_topic"] = submission_topic

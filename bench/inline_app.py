@@ -8,12 +8,13 @@ through the same job runner the workers use. Served by gunicorn like wsgi:app:
 from flask import jsonify, request
 
 from app import create_app
-from app.api import ApiError
-from app.api.routes import require_user, submission_json
+from app.api.routes import submission_json
+from app.errors import RequestRefused, error_response
 from app.extensions import csrf, db
 from app.models import Assignment
 from app.pipeline import STEPS
-from app.submissions.intake import IntakeError, accept_upload, check_readable_form
+from app.submissions.access import require_user
+from app.submissions.intake import accept_upload, check_readable_form
 from jobs.runner import run_step
 
 app = create_app()
@@ -22,23 +23,17 @@ app = create_app()
 @app.post("/inline/assignments/<int:assignment_id>/submissions")
 @csrf.exempt
 def submit_and_process(assignment_id):
-    user = require_user()
-    assignment = db.session.get(Assignment, assignment_id)
     try:
+        user = require_user()
+        assignment = db.session.get(Assignment, assignment_id)
         check_readable_form(request)
         submission, _ = accept_upload(user, assignment, request.files.get("file"),
                                       request.headers.get("Idempotency-Key"))
-    except IntakeError as exc:
-        return jsonify({"error": {"code": exc.code, "message": exc.message}}), exc.status, (
-            {"Retry-After": str(exc.retry_after)} if exc.retry_after else {})
+    except RequestRefused as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.retry_after)
     # The queued jobs accept_upload and each step leave behind are never run: a step that is
     # already done makes its job a no-op.
     for step in STEPS:
         run_step(submission.id, step.name)
     db.session.refresh(submission)
     return jsonify(submission_json(submission, user)), 201
-
-
-@app.errorhandler(ApiError)
-def _api_error(exc):
-    return jsonify({"error": {"code": exc.code, "message": exc.message}}), exc.status

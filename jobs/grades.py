@@ -11,9 +11,11 @@ from sqlalchemy.orm import selectinload
 
 from app import flash
 from app.events.publisher import emit
+from app.events.topics import assignment_topic
 from app.extensions import db
 from app.grades.marking import emit_grade, emit_marking, markable_ids
 from app.grades.release import enqueue_grade_email, grade_email_key
+from app.links import external_url_for, path_for
 from app.models import (
     Assignment,
     Enrollment,
@@ -93,7 +95,7 @@ def announce_grades(assignment, now):
 
 def announce_release(assignment):
     """"Grades for X are out" to everyone enrolled, and on assignment.<id>, exactly once."""
-    topic = f"assignment.{assignment.id}"
+    topic = assignment_topic(assignment.id)
     # Serialises announcers on PostgreSQL; SQLite allows one writer at a time anyway.
     db.session.execute(select(Assignment.id).where(Assignment.id == assignment.id)
                        .with_for_update())
@@ -117,17 +119,18 @@ def announce_release(assignment):
     # Each goes where they would look next: their graded work, the assignment, or marking.
     staff = [user_id for user_id, role in enrolled if role == "staff"]
     ungraded = [user_id for user_id, role in enrolled if role != "staff" and user_id not in graded]
-    flash.send_flash(staff, text, level="success", link_url=f"/staff/assignments/{assignment.id}",
-                     link_text="Open marking")
-    flash.send_flash(ungraded, text, level="success", link_url=f"/assignments/{assignment.id}",
+    marking = path_for("grades.marking", assignment_id=assignment.id)
+    assignment_page = path_for("submissions.assignment", assignment_id=assignment.id)
+    flash.send_flash(staff, text, level="success", link_url=marking, link_text="Open marking")
+    flash.send_flash(ungraded, text, level="success", link_url=assignment_page,
                      link_text="Open the assignment")
     for user_id, role in enrolled:
         if role != "staff" and user_id in graded:
-            flash.send_flash([user_id], text, level="success",
-                             link_url=f"/submissions/{graded[user_id]}", link_text="See your grade")
+            flash.send_flash([user_id], text, level="success", link_text="See your grade",
+                             link_url=path_for("submissions.detail",
+                                               submission_id=graded[user_id]))
     emit("flash", {"assignment_id": assignment.id, "text": text, "level": "success",
-                   "link_url": f"/assignments/{assignment.id}",
-                   "link_text": "Open the assignment"}, [topic])
+                   "link_url": assignment_page, "link_text": "Open the assignment"}, [topic])
     db.session.commit()
     return len(enrolled)
 
@@ -148,7 +151,7 @@ def enqueue_grade_emails(assignment):
 
 def grade_email_body(submission, grade, public_url):
     assignment = submission.assignment
-    link = f"{public_url.rstrip('/')}/submissions/{submission.id}"
+    link = external_url_for(public_url, "submissions.detail", submission_id=submission.id)
     feedback = f"\nFeedback from your marker:\n{grade.feedback}\n" if grade.feedback else ""
     return (
         f"Hello {submission.student.display_name},\n\n"

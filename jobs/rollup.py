@@ -11,8 +11,8 @@ from flask import current_app
 from rq import get_current_job
 from sqlalchemy import delete, func
 
-from app.events.hub import open_streams_all_processes
 from app.events.publisher import emit
+from app.events.topics import ADMIN_DASHBOARD
 from app.extensions import db, get_redis
 from app.models import Event, EventTopic, StepRun, Submission, utcnow
 from app.ops import dashboard, metrics, queues
@@ -102,7 +102,7 @@ def _steps(redis):
 def _prune_published_stats(kept):
     """Drop all but the newest `kept` roll-ups from the event trail: a dashboard that reconnects
     needs only the latest, and one every few seconds would otherwise grow without end."""
-    on_dashboard = db.select(EventTopic.event_id).where(EventTopic.topic == dashboard.TOPIC)
+    on_dashboard = db.select(EventTopic.event_id).where(EventTopic.topic == ADMIN_DASHBOARD)
     oldest_kept = db.session.execute(
         on_dashboard.order_by(EventTopic.event_id.desc()).offset(kept - 1).limit(1)
     ).scalar()
@@ -137,10 +137,10 @@ def roll_up():
         "steps": steps,
         "failed_steps": sum(step["failed_now"] for step in steps),
         "needs_attention": needs_attention,
-        "open_streams": open_streams_all_processes(),
+        "open_streams": metrics.open_streams_all_processes(),
     }
     redis.set(dashboard.STATS_KEY, json.dumps(stats))
-    emit("stats", stats, [dashboard.TOPIC])
+    emit("stats", stats, [ADMIN_DASHBOARD])
     db.session.commit()
     _prune_published_stats(current_app.config["DASHBOARD_EVENTS_KEPT"])
     log.debug(  # every few seconds; the dashboard shows the figures

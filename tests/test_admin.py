@@ -15,6 +15,7 @@ from sqlalchemy import func
 
 from app.events import hub as event_hub
 from app.events.publisher import emit
+from app.events.topics import ADMIN_DASHBOARD as TOPIC
 from app.extensions import db, get_redis
 from app.models import (
     Assignment,
@@ -27,7 +28,6 @@ from app.models import (
     User,
     utcnow,
 )
-from app.ops.dashboard import TOPIC
 from jobs.maintenance import reconcile
 from tests.conftest import Auth, Client, csrf_from, run_jobs
 from tests.e2e.live import client_for, follow, open_stream

@@ -12,6 +12,7 @@ from app.events import hub as event_hub
 from app.events.publisher import emit, publish
 from app.extensions import db
 from app.models import Event, EventTopic, Submission
+from app.ops import metrics
 from app.pipeline import create_steps, record_step
 from tests.conftest import PASSWORD, Auth, process_env
 from tests.e2e.live import SocketStream, StreamReader, browser, client_for, follow, open_stream
@@ -399,16 +400,16 @@ def test_stream_opening_and_closing_are_logged_with_user_topics_and_duration(
 def test_open_streams_are_counted_here_and_across_processes(app, people):
     redis_client = redis.Redis.from_url(app.config["REDIS_URL"])
     # A web process that died without saying so drops out of the sum.
-    redis_client.hset(event_hub.METRICS_KEY, "gone-host:1", 7)
-    redis_client.hset(event_hub.METRICS_SEEN_KEY, "gone-host:1", time.time() - 3600)
+    redis_client.hset(metrics.OPEN_STREAMS_KEY, "gone-host:1", 7)
+    redis_client.hset(metrics.OPEN_STREAMS_SEEN_KEY, "gone-host:1", time.time() - 3600)
     readers = [follow(client_for(app, "alice"), f"user.{people['alice']}") for _ in range(3)]
     assert event_hub.open_stream_count() == 3
-    wait_until(lambda: event_hub.open_streams_all_processes() == 3)
-    assert not redis_client.hexists(event_hub.METRICS_KEY, "gone-host:1")
+    wait_until(lambda: metrics.open_streams_all_processes() == 3)
+    assert not redis_client.hexists(metrics.OPEN_STREAMS_KEY, "gone-host:1")
     for reader in readers:
         reader.close()
     assert event_hub.open_stream_count() == 0
-    wait_until(lambda: event_hub.open_streams_all_processes() == 0)
+    wait_until(lambda: metrics.open_streams_all_processes() == 0)
     redis_client.close()
 
 
@@ -491,17 +492,17 @@ def test_stream_of_a_closed_browser_is_cleaned_up_by_the_next_heartbeat(web, peo
                for _ in range(5)]
     for stream in streams:
         assert stream.read_head() == 200
-    wait_until(lambda: event_hub.open_streams_all_processes() == 5)
+    wait_until(lambda: metrics.open_streams_all_processes() == 5)
     for stream in streams[:3]:
         stream.close()
     closed_at = time.monotonic()
-    wait_until(lambda: event_hub.open_streams_all_processes() == 2, seconds=4)
+    wait_until(lambda: metrics.open_streams_all_processes() == 2, seconds=4)
     # Noticed at the next heartbeat (1 s), not when a later write fails (2 s), and reported
     # within the hub's next tick.
     assert time.monotonic() - closed_at < 1.7
     for stream in streams[3:]:
         stream.close()
-    wait_until(lambda: event_hub.open_streams_all_processes() == 0, seconds=4)
+    wait_until(lambda: metrics.open_streams_all_processes() == 0, seconds=4)
 
 
 @pytest.mark.slow
@@ -515,16 +516,16 @@ def test_streams_past_a_thousand_descriptors_stay_open_and_live(web, people, sub
         stream = SocketStream(web.url, path, headers)
         assert stream.read_head() == 200
         streams.append(stream)
-    wait_until(lambda: event_hub.open_streams_all_processes() == 1060, seconds=10)
+    wait_until(lambda: metrics.open_streams_all_processes() == 1060, seconds=10)
     newest = streams[-1]
     assert any(frame.comment == "heartbeat" for _, frame in newest.frames_for(2.5))
-    assert event_hub.open_streams_all_processes() == 1060
+    assert metrics.open_streams_all_processes() == 1060
 
     done = step_event(submissions["alice"], "scan", "succeeded", "No threats found")
     assert [frame.id for frame in newest.events(1)] == [done]
     for stream in streams:
         stream.close()
-    wait_until(lambda: event_hub.open_streams_all_processes() == 0, seconds=10)
+    wait_until(lambda: metrics.open_streams_all_processes() == 0, seconds=10)
 
 
 def test_hub_starts_with_the_first_stream_not_with_the_app(app, people):

@@ -6,6 +6,7 @@ from flask_admin import expose
 from rq.exceptions import NoSuchJobError
 
 from app.admin.base import AdminHomeView, AdminView
+from app.events.topics import ADMIN_DASHBOARD
 from app.extensions import get_redis
 from app.models import utcnow
 from app.ops import dashboard, queues
@@ -15,7 +16,7 @@ class DashboardView(AdminHomeView):
     @expose("/")
     def index(self):
         return self.render("admin/dashboard.html", stats=dashboard.latest_stats(get_redis()),
-                           topic=dashboard.TOPIC)
+                           topic=ADMIN_DASHBOARD)
 
 
 class QueuesView(AdminView):

@@ -1,8 +1,9 @@
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
+from app.errors import RequestRefused, error_response
 from app.extensions import csrf
 from app.submissions.intake import release_connection
 
@@ -19,22 +20,8 @@ class JSONProvider(DefaultJSONProvider):
             raise ValueError("JSON nested too deeply") from None
 
 
-class ApiError(Exception):
-    def __init__(self, status, code, message, retry_after=None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-
-def error_response(status, code, message, retry_after=None):
-    headers = {"Retry-After": str(retry_after)} if retry_after else {}
-    return jsonify({"error": {"code": code, "message": message}}), status, headers
-
-
-@bp.errorhandler(ApiError)
-def _api_error(exc):
+@bp.errorhandler(RequestRefused)
+def _refused(exc):
     return error_response(exc.status, exc.code, exc.message, exc.retry_after)
 
 

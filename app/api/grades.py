@@ -2,9 +2,9 @@
 
 from flask import jsonify, request
 
-from app.api import ApiError, bp
-from app.api.routes import iso, require_user
-from app.extensions import db
+from app.api import bp
+from app.api.routes import iso
+from app.errors import RequestRefused
 from app.grades.release import (
     GradeError,
     NotMarkable,
@@ -16,7 +16,7 @@ from app.grades.release import (
     save_grade,
     schedule_release,
 )
-from app.models import Assignment, Submission
+from app.submissions.access import require_user, staff_assignment, staff_submission
 
 
 def staff_grade_json(grade):
@@ -46,30 +46,21 @@ def json_object():
     if body is None and not request.get_data():
         return {}
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "Send a JSON object.")
+        raise RequestRefused(400, "bad_request", "Send a JSON object.")
     return body
-
-
-def staff_assignment(assignment_id, user):
-    assignment = db.session.get(Assignment, assignment_id)
-    if assignment is None or not user.is_staff_of(assignment.course_id):
-        raise ApiError(404, "not_found", "No such assignment.")
-    return assignment
 
 
 @bp.put("/submissions/<int:submission_id>/grade")
 def put_grade(submission_id):
     user = require_user()
-    submission = db.session.get(Submission, submission_id)
-    if submission is None or not user.is_staff_of(submission.assignment.course_id):
-        raise ApiError(404, "not_found", "No such submission.")
+    submission = staff_submission(submission_id, user)
     body = json_object()
     try:
         grade = save_grade(submission, body.get("score"), body.get("feedback", ""), user)
     except NotMarkable as exc:
-        raise ApiError(409, "not_latest_submission", str(exc)) from None
+        raise RequestRefused(409, "not_latest_submission", str(exc)) from None
     except GradeError as exc:
-        raise ApiError(400, "invalid_grade", str(exc)) from None
+        raise RequestRefused(400, "invalid_grade", str(exc)) from None
     return jsonify(staff_grade_json(grade))
 
 
@@ -87,7 +78,7 @@ def post_release(assignment_id):
     except ReleaseError as exc:
         status, code = (409, "already_released") if assignment.released_at else \
             (400, "invalid_release_time")
-        raise ApiError(status, code, str(exc)) from None
+        raise RequestRefused(status, code, str(exc)) from None
     return jsonify(release_json(assignment)), 202
 
 
@@ -98,5 +89,5 @@ def delete_release(assignment_id):
     try:
         cancel_release(assignment)
     except ReleaseError as exc:
-        raise ApiError(409, "already_released", str(exc)) from None
+        raise RequestRefused(409, "already_released", str(exc)) from None
     return jsonify(release_json(assignment))

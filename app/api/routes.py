@@ -1,27 +1,14 @@
 from flask import jsonify, request, url_for
-from flask_login import current_user
 
-from app.api import ApiError, bp
+from app.api import bp
 from app.auth.views import TooManyAttempts, authenticate
 from app.deadlines import deadlines_for
+from app.errors import RequestRefused
 from app.extensions import db
-from app.models import ApiToken, Assignment, Submission
-from app.submissions.access import assignments_for
-from app.submissions.intake import IntakeError, accept_upload, check_readable_form
+from app.models import ApiToken, Assignment
+from app.submissions.access import assignments_for, require_user, visible_submission
+from app.submissions.intake import accept_upload, check_readable_form
 from app.wording import student_step_detail, student_submission_detail
-
-
-def require_user():
-    if not current_user.is_authenticated:
-        raise ApiError(401, "unauthorized", "Log in or send a bearer token.")
-    return current_user
-
-
-def visible_submission(submission_id, user):
-    submission = db.session.get(Submission, submission_id)
-    if submission is None or not submission.visible_to(user):
-        raise ApiError(404, "not_found", "No such submission.")
-    return submission
 
 
 def iso(dt):
@@ -88,16 +75,16 @@ def submission_json(submission, viewer):
 def create_token():
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "Send JSON with email and password.")
+        raise RequestRefused(400, "bad_request", "Send JSON with email and password.")
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not isinstance(password, str):
-        raise ApiError(400, "bad_request", "Send JSON with email and password.")
+        raise RequestRefused(400, "bad_request", "Send JSON with email and password.")
     try:
         user = authenticate(email, password)
     except TooManyAttempts as exc:
-        raise ApiError(429, "rate_limited", str(exc), exc.wait) from None
+        raise RequestRefused(429, "rate_limited", str(exc), exc.wait) from None
     if user is None:
-        raise ApiError(401, "invalid_credentials", "That email and password do not match.")
+        raise RequestRefused(401, "invalid_credentials", "That email and password do not match.")
     token = ApiToken.issue(user)
     db.session.commit()
     return jsonify({"token": token}), 201
@@ -115,13 +102,10 @@ def list_assignments():
 def create_submission(assignment_id):
     user = require_user()
     assignment = db.session.get(Assignment, assignment_id)
-    try:
-        check_readable_form(request)
-        submission, created = accept_upload(
-            user, assignment, request.files.get("file"), request.headers.get("Idempotency-Key")
-        )
-    except IntakeError as exc:
-        raise ApiError(exc.status, exc.code, exc.message, exc.retry_after) from None
+    check_readable_form(request)
+    submission, created = accept_upload(
+        user, assignment, request.files.get("file"), request.headers.get("Idempotency-Key")
+    )
     response = jsonify(submission_json(submission, user))
     response.status_code = 202
     if not created:

@@ -1,34 +1,11 @@
 """Who may follow which live-event topic, and what of an event each follower may see."""
 
-import re
 from dataclasses import dataclass
 
+from app.events.topics import parse_topic
 from app.extensions import db
 from app.models import Assignment, Submission
 from app.wording import for_student
-
-ADMIN_DASHBOARD = "admin.dashboard"
-# Redis patterns covering every topic form below; the hub subscribes to exactly these.
-TOPIC_PATTERNS = ("user.*", "submission.*", "assignment.*", "admin.*")
-_NUMBERED_TOPIC = re.compile(r"(user|submission|assignment)\.([1-9][0-9]{0,17})")
-# Marks before release travel here, for the course's staff only (app/grades/marking.py).
-_ASSIGNMENT_STAFF_TOPIC = re.compile(r"assignment\.([1-9][0-9]{0,17})\.staff")
-
-
-class UnknownTopic(ValueError):
-    """Not a topic form we publish; the message is the topic as given."""
-
-
-def parse_topic(topic):
-    if topic == ADMIN_DASHBOARD:
-        return "admin", None
-    match = _NUMBERED_TOPIC.fullmatch(topic)
-    if match is not None:
-        return match.group(1), int(match.group(2))
-    match = _ASSIGNMENT_STAFF_TOPIC.fullmatch(topic)
-    if match is not None:
-        return "assignment_staff", int(match.group(1))
-    raise UnknownTopic(topic)
 
 
 def may_follow(user, topic):

@@ -1,12 +1,9 @@
 """One Redis pub/sub subscription per web process, fanned out to that process's event streams.
 
-The hub hands events to streams in id order. Ids are allocated when an event is inserted, but
-transactions commit (and publish) in any order, so an id that arrives ahead of a missing lower
-one is held until the lower one arrives or, after SSE_GAP_WAIT_SECONDS, is looked up in the
-database (committed but never published) or given up (rolled back, or still uncommitted).
-A stream that has sent id N has therefore sent everything up to N on its topics, and a
-reconnect that replays "after N" from the database misses nothing. An id given up on that
-turns up later is still delivered, marked late. (A hub that has just started cannot tell ids
+The hub hands events to streams in id order (app/events/ordering.py), waiting at most
+SSE_GAP_WAIT_SECONDS for a missing id before looking it up in the database. A stream that has
+sent id N has therefore sent everything up to N on its topics, and a reconnect that replays
+"after N" from the database misses nothing. (A hub that has just started cannot tell ids
 rolled back before it started from uncommitted ones, so its first event may wait that long.)
 """
 
@@ -16,8 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from queue import Full, Queue
 
 from flask import current_app
@@ -26,19 +22,17 @@ from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from app.events.access import TOPIC_PATTERNS, may_follow, shaped_for
-from app.extensions import db, get_redis
+from app.events.access import may_follow, shaped_for
+from app.events.ordering import EventOrder
+from app.events.topics import TOPIC_PATTERNS
+from app.extensions import db
 from app.models import Assignment, Event, EventTopic, FlashMessage, Submission, User
+from app.ops import metrics
 
 log = logging.getLogger(__name__)
 
-METRICS_KEY = "metrics:open_streams"
-METRICS_SEEN_KEY = "metrics:open_streams:seen"
-# A process that has not reported for this long is gone (it reports every heartbeat).
-METRICS_STALE_SECONDS = 60
 STREAM_QUEUE_LIMIT = 1000
 BATCH = 200
-ABANDONED_LIMIT = 10_000
 COURSE_CACHE_LIMIT = 10_000
 _EXTENSION = "submissions_event_hub"
 _starting = threading.Lock()
@@ -87,14 +81,6 @@ class Subscription:
             pass
 
 
-@dataclass
-class _Held:
-    type: str | None
-    data: object
-    topics: set
-    since: float = field(default_factory=time.monotonic)
-
-
 class Hub:
     def __init__(self, app):
         self.app = app
@@ -110,9 +96,7 @@ class Hub:
         self._lock = threading.Lock()
         self._followers = {}
         self._streams = set()
-        self._held = {}
-        self._released = 0
-        self._abandoned = OrderedDict()
+        self._order = EventOrder(0, self.gap_wait_seconds)
         self._courses = {}
         self._stopping = threading.Event()
         self._thread = None
@@ -122,10 +106,10 @@ class Hub:
         return len(self._streams)
 
     def start(self):
-        self._released = newest_event_id()
+        self._order = EventOrder(newest_event_id(), self.gap_wait_seconds)
         self._thread = threading.Thread(target=self._run, name="sse-hub", daemon=True)
         self._thread.start()
-        log.info("event=hub_started process=%s released=%s", self.process, self._released)
+        log.info("event=hub_started process=%s released=%s", self.process, self._order.released)
 
     def stop(self):
         self._stopping.set()
@@ -136,15 +120,14 @@ class Hub:
         for subscription in streams:
             subscription.close()
         try:
-            self.redis.hdel(METRICS_KEY, self.process)
-            self.redis.hdel(METRICS_SEEN_KEY, self.process)
+            metrics.forget_open_streams(self.redis, self.process)
         finally:
             self.redis.close()
 
     def subscribe(self, topics, viewer):
         subscription = Subscription(topics, viewer)
         with self._lock:
-            subscription.replay_upto = self._released
+            subscription.replay_upto = self._order.released
             for topic in subscription.topics:
                 self._followers.setdefault(topic, set()).add(subscription)
             self._streams.add(subscription)
@@ -223,13 +206,13 @@ class Hub:
             now = time.monotonic()
             if self.open_streams != reported or now >= report_due:
                 reported = self.open_streams
-                self._report(reported)
+                metrics.report_open_streams(self.redis, self.process, reported)
                 report_due = now + self.heartbeat_seconds
 
     def _catch_up(self):
         """Deliver what was committed while this hub was not subscribed (start-up, Redis away)."""
         with self._lock:
-            after = self._released
+            after = self._order.released
         while True:
             with self.app.app_context():
                 batch = stored_events(after, limit=BATCH)
@@ -250,30 +233,19 @@ class Hub:
 
     def _arrived(self, event_id, type, data, topics):
         with self._lock:
-            if event_id is None or event_id <= self._released:
-                delivery = Delivery(event_id, type, data, late=event_id in self._abandoned)
-                for topic in topics:
-                    self._deliver(topic, delivery)
-                return
-            held = self._held.setdefault(event_id, _Held(type, data, set()))
-            held.topics.update(topics)
-            self._release_ready()
+            self._hand_on(self._order.arrived(event_id, (type, data), topics))
 
-    def _release_ready(self):
-        while self._released + 1 in self._held:
-            self._released += 1
-            self._release(self._released, self._held.pop(self._released))
-
-    def _release(self, event_id, held):
-        delivery = Delivery(event_id, held.type, held.data)
-        for topic in held.topics:
-            self._deliver(topic, delivery)
-
-    def _deliver(self, topic, delivery):
-        if delivery.type == "enrolment" and isinstance(delivery.data, dict):
-            self._recheck(delivery.data.get("user_id"))
-        for subscription in self._followers.get(topic, ()):
-            subscription.offer(delivery)
+    def _hand_on(self, releases):
+        for release in releases:
+            type, data = release.event
+            if type == "enrolment" and isinstance(data, dict):
+                # Before anything later reaches them: a user's streams keep only the topics
+                # they may still follow.
+                self._recheck(data.get("user_id"))
+            delivery = Delivery(release.id, type, data, late=release.late)
+            for topic in release.topics:
+                for subscription in self._followers.get(topic, ()):
+                    subscription.offer(delivery)
 
     def _recheck(self, user_id):
         """A user's enrolments changed (app/inbound.py): their open streams stop here, before
@@ -297,41 +269,23 @@ class Hub:
 
     def _resolve_gap(self):
         with self._lock:
-            if not self._held:
-                return
-            lowest = min(self._held)
-            if time.monotonic() - self._held[lowest].since < self.gap_wait_seconds:
-                return
-            after = self._released
+            gap = self._order.overdue_gap()
+        if gap is None:
+            return
+        after, upto = gap
         try:
             with self.app.app_context():
-                found = stored_events(after, upto=lowest - 1)
+                found = stored_events(after, upto=upto)
         except Exception as exc:  # database away: give the gap up rather than stall every stream
             log.warning("event=hub_gap_lookup_failed after=%s error=%r", after, exc)
             found = []
         with self._lock:
-            for event in found:
-                held = self._held.setdefault(event.id, _Held(event.type, event.data, set()))
-                held.topics.update(event.topics)
-            missing = [event_id for event_id in range(max(after + 1, lowest - ABANDONED_LIMIT),
-                                                      lowest) if event_id not in self._held]
-            for event_id in missing:
-                self._abandoned[event_id] = True
-            while len(self._abandoned) > ABANDONED_LIMIT:
-                self._abandoned.popitem(last=False)
-            if missing:
-                log.info("event=hub_gap_given_up ids=%s..%s count=%s",
-                         missing[0], missing[-1], len(missing))
-            for event_id in sorted(i for i in self._held if i < lowest):
-                self._release(event_id, self._held.pop(event_id))
-            self._released = lowest - 1
-            self._release_ready()
-
-    def _report(self, count):
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(METRICS_KEY, self.process, count)
-        pipe.hset(METRICS_SEEN_KEY, self.process, time.time())
-        pipe.execute()
+            releases, given_up = self._order.close_gap(
+                upto, [(event.id, (event.type, event.data), event.topics) for event in found])
+            self._hand_on(releases)
+        if given_up:
+            log.info("event=hub_gap_given_up ids=%s..%s count=%s",
+                     given_up[0], given_up[-1], len(given_up))
 
 
 def newest_event_id():
@@ -386,21 +340,3 @@ def open_stream_count():
     """Event streams open in this process."""
     hub = current_app.extensions.get(_EXTENSION)
     return hub.open_streams if hub is not None and hub.pid == os.getpid() else 0
-
-
-def open_streams_all_processes():
-    """Event streams open across every web process that reported recently."""
-    redis = get_redis()
-    counts = redis.hgetall(METRICS_KEY)
-    seen = redis.hgetall(METRICS_SEEN_KEY)
-    fresh_since = time.time() - METRICS_STALE_SECONDS
-    total, gone = 0, []
-    for process, count in counts.items():
-        if float(seen.get(process, 0)) >= fresh_since:
-            total += int(count)
-        else:
-            gone.append(process)
-    if gone:
-        redis.hdel(METRICS_KEY, *gone)
-        redis.hdel(METRICS_SEEN_KEY, *gone)
-    return total

@@ -9,6 +9,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+# Named here too: app/pipeline.py and app/grades/release.py import it from this module.
+from app.events.topics import submission_topics  # noqa: F401
 from app.extensions import db, get_redis
 from app.models import Event, EventTopic, utcnow
 
@@ -16,10 +18,6 @@ log = logging.getLogger(__name__)
 
 _PENDING = "submissions_outgoing_events"
 _NUMBERED = "submissions_numbered_events"
-
-
-def submission_topics(submission):
-    return [f"submission.{submission.id}", f"user.{submission.student_id}"]
 
 
 def emit(type, payload, topics, submission_id=None):

@@ -13,10 +13,11 @@ from flask import Response, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from app.api import error_response
+from app.errors import error_response
 from app.events import bp
-from app.events.access import UnknownTopic, Viewer, may_follow, parse_topic
+from app.events.access import Viewer, may_follow
 from app.events.hub import current_hub
+from app.events.topics import UnknownTopic, parse_topic, user_topic
 from app.extensions import db
 from app.models import Event, utcnow
 
@@ -36,8 +37,9 @@ def stream():
         return error_response(401, "unauthorized", "Log in or send a bearer token.")
     topics = list(dict.fromkeys(request.args.getlist("topic")))
     if not topics or len(topics) > MAX_TOPICS:
+        example = user_topic(current_user.id)
         return error_response(400, "bad_topics",
-                              f"Name 1 to {MAX_TOPICS} topics, e.g. ?topic=user.{current_user.id}")
+                              f"Name 1 to {MAX_TOPICS} topics, e.g. ?topic={example}")
     try:
         for topic in topics:
             parse_topic(topic)

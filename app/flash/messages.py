@@ -4,6 +4,7 @@ page view until the browser acknowledges that the user has had it on screen."""
 from sqlalchemy import update
 
 from app.events.publisher import emit
+from app.events.topics import user_topic
 from app.extensions import db
 from app.models import FlashMessage, utcnow
 
@@ -29,7 +30,7 @@ def send_flash(user_ids, text, level="info", link_url=None, link_text=None, butt
     db.session.add_all(messages)
     db.session.flush()
     for message in messages:
-        emit("flash", message.to_dict(), [f"user.{message.user_id}"])
+        emit("flash", message.to_dict(), [user_topic(message.user_id)])
     return messages
 
 

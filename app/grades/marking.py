@@ -8,14 +8,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from app.events.publisher import emit, submission_topics
+from app.events.publisher import emit
+from app.events.topics import assignment_staff_topic, submission_topics
 from app.extensions import db
 from app.models import Enrollment, Grade, Submission, User
-
-
-def staff_topic(assignment_id):
-    # Enrolled students may read assignment.<id>, so unreleased marks travel on this one only.
-    return f"assignment.{assignment_id}.staff"
 
 
 @dataclass
@@ -107,4 +103,4 @@ def emit_marking(assignment, grade=None):
         payload["marker"] = grade.marker.display_name if grade.marker else None
         payload["notified"] = grade.notified_at is not None
     # No submission_id on the row: anything listed by submission must stay student-safe.
-    emit("grade", payload, [staff_topic(assignment.id)])
+    emit("grade", payload, [assignment_staff_topic(assignment.id)])

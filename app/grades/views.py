@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import deadlines
 from app.deadlines import ExtensionError, enrolled_student, extensions_of
+from app.events.topics import assignment_staff_topic
 from app.extensions import db
 from app.grades import bp
 from app.grades.forms import (
@@ -19,7 +20,7 @@ from app.grades.forms import (
     WithdrawExtensionForm,
     WithdrawReleaseForm,
 )
-from app.grades.marking import marking_progress, marking_rows, staff_topic
+from app.grades.marking import marking_progress, marking_rows
 from app.grades.release import (
     GradeError,
     NotMarkable,
@@ -32,15 +33,9 @@ from app.grades.release import (
     schedule_release,
     withdraw_release,
 )
-from app.models import Assignment, Enrollment, Submission, User
+from app.models import Assignment, Enrollment, User
+from app.submissions.access import staff_assignment, staff_submission
 from app.templating import local_time
-
-
-def staff_assignment_or_404(assignment_id):
-    assignment = db.session.get(Assignment, assignment_id)
-    if assignment is None or not current_user.is_staff_of(assignment.course_id):
-        abort(404)
-    return assignment
 
 
 def taught_assignments(user):
@@ -89,7 +84,7 @@ def marking_page(assignment, failed=None, failed_form=None, schedule_form=None,
         progress=marking_progress(assignment.id), state=release_state(assignment),
         release_form=release_form or ReleaseNowForm(formdata=None),
         withdraw_form=WithdrawReleaseForm(), schedule_form=schedule_form,
-        cancel_form=CancelReleaseForm(), staff_topic=staff_topic(assignment.id),
+        cancel_form=CancelReleaseForm(), staff_topic=assignment_staff_topic(assignment.id),
         extensions=extensions_of(assignment), extension_form=extension_form,
         extension_error=extension_error, withdraw_extension_form=WithdrawExtensionForm(),
     ), status
@@ -112,15 +107,13 @@ def index():
 @bp.route("/assignments/<int:assignment_id>")
 @login_required
 def marking(assignment_id):
-    return marking_page(staff_assignment_or_404(assignment_id))
+    return marking_page(staff_assignment(assignment_id, current_user))
 
 
 @bp.post("/submissions/<int:submission_id>/grade")
 @login_required
 def grade(submission_id):
-    submission = db.session.get(Submission, submission_id)
-    if submission is None or not current_user.is_staff_of(submission.assignment.course_id):
-        abort(404)
+    submission = staff_submission(submission_id, current_user)
     assignment = submission.assignment
     form = grade_form_for(submission, from_request=True)
     if not form.validate_on_submit():
@@ -148,7 +141,7 @@ def grade(submission_id):
 @bp.post("/assignments/<int:assignment_id>/release")
 @login_required
 def release(assignment_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     form = ReleaseNowForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
@@ -170,7 +163,7 @@ def release(assignment_id):
 @bp.post("/assignments/<int:assignment_id>/release/withdraw")
 @login_required
 def withdraw(assignment_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     if not WithdrawReleaseForm().validate_on_submit():
         flash("Your session expired; please try again.", "error")
     elif withdraw_release(assignment):
@@ -184,7 +177,7 @@ def withdraw(assignment_id):
 @bp.post("/assignments/<int:assignment_id>/release/schedule")
 @login_required
 def schedule(assignment_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     form = ScheduleReleaseForm()
     if not form.validate_on_submit():
         return marking_page(assignment, schedule_form=form, status=400)
@@ -201,7 +194,7 @@ def schedule(assignment_id):
 @bp.post("/assignments/<int:assignment_id>/release/cancel")
 @login_required
 def cancel(assignment_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     if not CancelReleaseForm().validate_on_submit():
         flash("Your session expired; please try again.", "error")
     else:
@@ -224,7 +217,7 @@ def _deadline_words(extension, tz):
 @bp.post("/assignments/<int:assignment_id>/extensions")
 @login_required
 def grant_extension(assignment_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     form = ExtensionForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
@@ -260,7 +253,7 @@ def grant_extension(assignment_id):
 @bp.post("/assignments/<int:assignment_id>/extensions/<int:student_id>/withdraw")
 @login_required
 def withdraw_extension(assignment_id, student_id):
-    assignment = staff_assignment_or_404(assignment_id)
+    assignment = staff_assignment(assignment_id, current_user)
     student = db.session.get(User, student_id)
     if not WithdrawExtensionForm().validate_on_submit():
         flash("Your session expired; please try again.", "error")

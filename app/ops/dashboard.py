@@ -1,5 +1,6 @@
 """Where the admin dashboard's numbers live: jobs/rollup.py writes them every few seconds, the
-page reads this one small value (and then listens to the topic), never the submissions table."""
+page reads this one small value (and then listens to admin.dashboard), never the submissions
+table."""
 
 import json
 
@@ -7,7 +8,6 @@ STATS_KEY = "ops:dashboard:stats"
 INTAKE_KEY = "ops:dashboard:intake_per_minute"
 COUNTED_AT_KEY = "ops:dashboard:counted_at"
 PREVIOUS_KEY = "ops:dashboard:previous_counters"
-TOPIC = "admin.dashboard"
 WINDOW_MINUTES = 60
 
 

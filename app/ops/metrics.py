@@ -2,6 +2,7 @@
 
 import logging
 import math
+import time
 from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -12,7 +13,6 @@ from prometheus_client.core import (
 )
 
 from app import pipeline
-from app.events.hub import open_streams_all_processes
 from app.extensions import get_redis
 from app.models import utcnow
 from app.ops import queues
@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 STEP_OUTCOMES_KEY = "metrics:step_outcomes"
 STEP_DURATIONS_KEY = "metrics:step_durations"
 INTAKE_KEY = "metrics:intake"
+# Each web process's count of open event streams, and when it last reported it.
+OPEN_STREAMS_KEY = "metrics:open_streams"
+OPEN_STREAMS_SEEN_KEY = "metrics:open_streams:seen"
+# A process that has not reported for this long is gone (its hub reports every heartbeat).
+OPEN_STREAMS_STALE_SECONDS = 60
 
 OUTCOMES = ("succeeded", "skipped", "retrying", "failed", "rejected")
 # Upper bounds in seconds: a virus scan takes a fraction of a second, a plagiarism check minutes.
@@ -59,6 +64,37 @@ def count_intake(outcome):
         get_redis().hincrby(INTAKE_KEY, outcome, 1)
     except Exception as exc:  # the student's answer matters more than the counter
         log.warning("event=metrics_failed intake_outcome=%s error=%r", outcome, exc)
+
+
+def report_open_streams(redis, process, count):
+    """This web process (host:pid) has `count` event streams open."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hset(OPEN_STREAMS_KEY, process, count)
+    pipe.hset(OPEN_STREAMS_SEEN_KEY, process, time.time())
+    pipe.execute()
+
+
+def forget_open_streams(redis, process):
+    redis.hdel(OPEN_STREAMS_KEY, process)
+    redis.hdel(OPEN_STREAMS_SEEN_KEY, process)
+
+
+def open_streams_all_processes():
+    """Event streams open across every web process that reported recently."""
+    redis = get_redis()
+    counts = redis.hgetall(OPEN_STREAMS_KEY)
+    seen = redis.hgetall(OPEN_STREAMS_SEEN_KEY)
+    fresh_since = time.time() - OPEN_STREAMS_STALE_SECONDS
+    total, gone = 0, []
+    for process, count in counts.items():
+        if float(seen.get(process, 0)) >= fresh_since:
+            total += int(count)
+        else:
+            gone.append(process)
+    if gone:
+        redis.hdel(OPEN_STREAMS_KEY, *gone)
+        redis.hdel(OPEN_STREAMS_SEEN_KEY, *gone)
+    return total
 
 
 def _decoded(mapping):

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from app.deadlines import deadline_for
 from app.extensions import db, get_redis
+from app.links import external_url_for
 from app.models import OutboxEmail, utcnow
 from app.pipeline import Refused
 from app.templating import file_size, local_time, utc_time
@@ -44,7 +45,7 @@ DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 def receipt_body(submission, public_url):
     assignment = submission.assignment
     course = assignment.course
-    link = f"{public_url.rstrip('/')}/submissions/{submission.id}"
+    link = external_url_for(public_url, "submissions.detail", submission_id=submission.id)
     late = "\nThis submission was received after the due time and is marked late.\n" \
         if submission.late else ""
     deadline = deadline_for(assignment, submission.student_id, at=submission.received_at)

@@ -1,5 +1,5 @@
-// One event stream per page: the user's own topic plus the topics the page names with
-// data-live-topic, resumed from the event the page was drawn at, so nothing is missed.
+// One event stream per page: the topics the page names with data-live-topic (the body names
+// the user's own), resumed from the event the page was drawn at, so nothing is missed.
 // Other scripts listen with window.submissionsLive.on(type, handler).
 (function () {
   const SEEN_KEPT = 2000;
@@ -22,9 +22,7 @@
   let offlineTimer = null;
 
   function topics() {
-    const names = [`user.${document.body.dataset.userId}`];
-    document.querySelectorAll("[data-live-topic]").forEach((el) => names.push(el.dataset.liveTopic));
-    return names;
+    return [...document.querySelectorAll("[data-live-topic]")].map((el) => el.dataset.liveTopic);
   }
 
   function streamUrl() {

@@ -5,13 +5,13 @@ from flask_login import current_user, login_required
 
 from app.pipeline import STEP_BY_NAME, requeue_step
 from app.submissions import bp
-from app.submissions.access import visible_submission_or_404
+from app.submissions.access import visible_submission
 
 
 @bp.post("/submissions/<int:submission_id>/steps/<step_name>/requeue")
 @login_required
 def requeue(submission_id, step_name):
-    submission = visible_submission_or_404(submission_id)
+    submission = visible_submission(submission_id, current_user)
     if not current_user.is_staff_of(submission.assignment.course_id):
         abort(403)
     step_run = submission.step(step_name)

@@ -6,21 +6,13 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField
 
 from app.deadlines import deadline_for, deadlines_for
+from app.errors import RequestRefused
 from app.extensions import csrf, db
 from app.models import Submission
 from app.pipeline import STEP_BY_NAME
 from app.submissions import bp
-from app.submissions.access import (
-    assignments_for,
-    enrolled_assignment_or_404,
-    visible_submission_or_404,
-)
-from app.submissions.intake import (
-    IntakeError,
-    accept_upload,
-    check_readable_form,
-    release_connection,
-)
+from app.submissions.access import assignments_for, enrolled_assignment, visible_submission
+from app.submissions.intake import accept_upload, check_readable_form, release_connection
 
 
 class UploadForm(FlaskForm):
@@ -64,7 +56,7 @@ def counted_of(submissions):
 @csrf.exempt
 @login_required
 def assignment(assignment_id):
-    assignment = enrolled_assignment_or_404(assignment_id)
+    assignment = enrolled_assignment(assignment_id, current_user)
     if request.method == "POST":
         release_connection()  # the form reads the body as it is made
     form = UploadForm()
@@ -77,7 +69,7 @@ def assignment(assignment_id):
             submission, _ = accept_upload(
                 current_user, assignment, request.files.get("file"), form.idempotency_key.data
             )
-        except IntakeError as exc:
+        except RequestRefused as exc:
             if exc.status == 404:
                 abort(404)
             page, status = _assignment_page(assignment, form, exc.message, exc.status)
@@ -90,7 +82,7 @@ def assignment(assignment_id):
 @bp.route("/submissions/<int:submission_id>")
 @login_required
 def detail(submission_id):
-    submission = visible_submission_or_404(submission_id)
+    submission = visible_submission(submission_id, current_user)
     theirs = db.session.execute(
         db.select(Submission).filter_by(assignment_id=submission.assignment_id,
                                         student_id=submission.student_id)
@@ -107,7 +99,7 @@ def detail(submission_id):
 @bp.route("/submissions/<int:submission_id>/file")
 @login_required
 def download(submission_id):
-    submission = visible_submission_or_404(submission_id)
+    submission = visible_submission(submission_id, current_user)
     if submission.status == "rejected" or not submission.stored_path:
         abort(404)
     return send_file(submission.stored_path, mimetype=submission.content_type,
@@ -117,7 +109,7 @@ def download(submission_id):
 @bp.route("/submissions/<int:submission_id>/thumbnail")
 @login_required
 def thumbnail(submission_id):
-    submission = visible_submission_or_404(submission_id)
+    submission = visible_submission(submission_id, current_user)
     if submission.status == "rejected" or not submission.thumbnail_path:
         abort(404)
     response = send_file(submission.thumbnail_path, mimetype="image/png")
