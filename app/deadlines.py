@@ -12,8 +12,10 @@ from datetime import datetime
 from sqlalchemy import or_, select
 
 from app.events.publisher import emit
+from app.events.topics import user_topic
 from app.extensions import db
 from app.flash import send_flash
+from app.links import path_for
 from app.models import Extension, User, utcnow
 from app.templating import local_time
 
@@ -190,7 +192,7 @@ def deadline_payload(assignment, student_id, deadline, by=None):
 def _announce(assignment, student, extension, changed, by):
     deadline = _of(assignment, extension)
     emit("deadline", deadline_payload(assignment, student.id, deadline, by),
-         [f"user.{student.id}"])
+         [user_topic(student.id)])
     tz = assignment.course.tz
     name = f"{assignment.course.code}: {assignment.title}"
     closes = (f"; submissions close {local_time(deadline.cutoff_at, tz)}"
@@ -203,7 +205,8 @@ def _announce(assignment, student, extension, changed, by):
                 f"{' was changed' if changed else ''}: it is now due "
                 f"{local_time(deadline.due_at, tz)}{closes}.")
     send_flash([student.id], text, level="warning" if extension is None else "success",
-               link_url=f"/assignments/{assignment.id}", link_text="Open the assignment")
+               link_url=path_for("submissions.assignment", assignment_id=assignment.id),
+               link_text="Open the assignment")
 
 
 def enrolled_student(assignment, student_id):

@@ -24,11 +24,12 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.deadlines import ExtensionError, extension_in_force, grant_extension, withdraw_extension
-from app.events.access import ADMIN_DASHBOARD
 from app.events.publisher import emit
+from app.events.topics import ADMIN_DASHBOARD, user_topic
 from app.extensions import db, get_redis
 from app.flash import send_flash
 from app.grades.release import LIVE_JOB_STATUSES, retry_policy
+from app.links import path_for
 from app.models import Assignment, Course, Enrollment, InboundMessage, User, utcnow
 from app.services.admin_sync import signature
 from app.templating import local_time
@@ -353,7 +354,7 @@ def _announce_enrolment(user, course, role):
     """On the user's own topic: their open streams stop at once on the course's topics they
     may no longer follow (app/events/hub.py)."""
     emit("enrolment", {"user_id": user.id, "course_id": course.id, "course": course.code,
-                       "role": role}, [f"user.{user.id}"])
+                       "role": role}, [user_topic(user.id)])
 
 
 def _create_course(row, data):
@@ -389,7 +390,7 @@ def _enrol(row, data):
     _announce_enrolment(user, course, role)
     send_flash([user.id], f"You are now enrolled in {course.code}: {course.title}"
                f"{' as staff' if role == 'staff' else ''}.", level="info",
-               link_url="/", link_text="See your assignments")
+               link_url=path_for("submissions.index"), link_text="See your assignments")
     return (f"Enrolled {user.email} in {course.code} as {role}"
             f"{' (new account: an admin sets its password)' if created else ''}.")
 
@@ -448,7 +449,7 @@ def _withdraw(row, data):
 
 def _announce_profile(user):
     emit("profile", {"user_id": user.id, "name": user.name, "email": user.email},
-         [f"user.{user.id}"])
+         [user_topic(user.id)])
 
 
 def _rename(row, data):

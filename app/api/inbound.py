@@ -8,8 +8,9 @@ from flask import current_app, jsonify, request
 from redis.exceptions import RedisError
 
 from app import inbound
-from app.api import ApiError, bp
+from app.api import bp
 from app.api.routes import iso
+from app.errors import RequestRefused
 from app.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -24,24 +25,25 @@ def receipt_json(row):
 def receive_records_message():
     secret = current_app.config["ADMIN_SYNC_SECRET"]
     if not secret:
-        raise ApiError(503, "not_configured",
+        raise RequestRefused(503, "not_configured",
                        "Messages from the student-records system are off: "
                        "ADMIN_SYNC_SECRET is not set.")
     if (request.content_length or 0) > inbound.MAX_BODY:
-        raise ApiError(413, "too_large", f"A message may be at most {inbound.MAX_BODY} bytes.")
+        raise RequestRefused(413, "too_large",
+                             f"A message may be at most {inbound.MAX_BODY} bytes.")
     body = request.get_data()
     header = request.headers.get("X-Signature")
     if not header:
-        raise ApiError(401, "signature_missing",
+        raise RequestRefused(401, "signature_missing",
                        "Sign the body: X-Signature: sha256=<hex HMAC-SHA256 of the raw body>.")
     if not inbound.signed(secret, body, header):
-        raise ApiError(401, "bad_signature", "The signature does not match the body.")
+        raise RequestRefused(401, "bad_signature", "The signature does not match the body.")
     try:
         message = inbound.read_message(body, utcnow())
     except inbound.StaleMessage as exc:
-        raise ApiError(401, "stale_message", str(exc)) from None
+        raise RequestRefused(401, "stale_message", str(exc)) from None
     except inbound.MessageError as exc:
-        raise ApiError(400, "bad_message", str(exc)) from None
+        raise RequestRefused(400, "bad_message", str(exc)) from None
     row, created = inbound.record(message)
     if created:
         try:
