@@ -5,10 +5,11 @@ from flask_admin.theme import Bootstrap4Theme
 def init_app(app):
     from app.admin.extensions import ExtensionView
     from app.admin.flash import FlashComposeView
+    from app.admin.messages import MessageView
     from app.admin.operations import DashboardView, QueuesView
     from app.admin.records import model_views
     from app.extensions import db
-    from app.models import Extension
+    from app.models import Extension, Message
 
     # A fresh Admin and fresh views per app: create_app runs many times in the tests.
     admin = Admin(
@@ -22,5 +23,6 @@ def init_app(app):
         QueuesView(name="Queues", endpoint="admin_queues", url="queues"),
         FlashComposeView(name="Send a flash message", endpoint="admin_flash_compose",
                          url="send-flash", category="Messages"),
+        MessageView(Message, db, name="Conversations", category="Messages"),
     )
     return admin

@@ -62,4 +62,4 @@ def _session_requests_need_csrf():
     csrf.protect()
 
 
-from app.api import flash, grades, openapi, routes  # noqa: E402,F401
+from app.api import flash, grades, messages, openapi, routes  # noqa: E402,F401

@@ -4,15 +4,17 @@ import re
 from dataclasses import dataclass
 
 from app.extensions import db
-from app.models import Assignment, Submission
+from app.models import Assignment, Course, Submission
 from app.wording import for_student
 
 ADMIN_DASHBOARD = "admin.dashboard"
 # Redis patterns covering every topic form below; the hub subscribes to exactly these.
-TOPIC_PATTERNS = ("user.*", "submission.*", "assignment.*", "admin.*")
-_NUMBERED_TOPIC = re.compile(r"(user|submission|assignment)\.([1-9][0-9]{0,17})")
+TOPIC_PATTERNS = ("user.*", "submission.*", "assignment.*", "course.*", "admin.*")
+_NUMBERED_TOPIC = re.compile(r"(user|submission|assignment|course)\.([1-9][0-9]{0,17})")
 # Marks before release travel here, for the course's staff only (app/grades/marking.py).
 _ASSIGNMENT_STAFF_TOPIC = re.compile(r"assignment\.([1-9][0-9]{0,17})\.staff")
+# Students' private messages to the course's staff (app/messages), for those staff only.
+_COURSE_STAFF_TOPIC = re.compile(r"course\.([1-9][0-9]{0,17})\.staff")
 
 
 class UnknownTopic(ValueError):
@@ -28,6 +30,9 @@ def parse_topic(topic):
     match = _ASSIGNMENT_STAFF_TOPIC.fullmatch(topic)
     if match is not None:
         return "assignment_staff", int(match.group(1))
+    match = _COURSE_STAFF_TOPIC.fullmatch(topic)
+    if match is not None:
+        return "course_staff", int(match.group(1))
     raise UnknownTopic(topic)
 
 
@@ -47,6 +52,12 @@ def may_follow(user, topic):
         if kind == "assignment_staff":
             return user.is_staff_of(assignment.course_id)
         return user.course_role(assignment.course_id) is not None
+    if kind in ("course", "course_staff"):
+        if db.session.get(Course, number) is None:
+            return False
+        if kind == "course_staff":
+            return user.is_staff_of(number)
+        return user.course_role(number) is not None
     return False
 
 
