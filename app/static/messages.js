@@ -75,7 +75,7 @@
     const form = document.createElement("form");
     form.method = "post";
     form.className = "moderate";
-    form.action = section.dataset.moderateUrl.replace(/\/0$/, `/${message.id}`);
+    form.setAttribute("action", section.dataset.moderateUrl.replace(/\/0$/, `/${message.id}`));
     const token = document.createElement("input");
     token.type = "hidden";
     token.name = "csrf_token";
@@ -269,7 +269,8 @@
     const moderation = event.target.closest("form.moderate");
     if (!moderation || !event.submitter) return;
     event.preventDefault();
-    const id = moderation.action.split("/").pop();
+    // Not moderation.action: the form's buttons are named "action", which that would find.
+    const id = moderation.getAttribute("action").split("/").pop();
     const response = await send(`/api/v1/messages/${id}`, "PATCH", CHANGES[event.submitter.value]);
     if (!response.ok) return;
     const message = await response.json();
