@@ -341,6 +341,12 @@ def mark_read(user, conversation, upto_id):
     db.session.commit()
 
 
+def newest_message_id():
+    """Unread counts drawn now include every message up to this id; a page counting live
+    events on from there skips the ones it is replayed (app/static/messages.js)."""
+    return db.session.scalar(select(func.max(Message.id))) or 0
+
+
 def private_threads_key(course_id):
     """Where a staff member's unread count over all of a course's private threads is kept."""
     return f"course.{course_id}.private"

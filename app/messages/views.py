@@ -12,6 +12,7 @@ from app.messages.conversations import (
     course_conversation,
     moderate,
     moderated_message,
+    newest_message_id,
     post,
     private_conversation,
     private_threads,
@@ -45,6 +46,7 @@ def _course_page(conversation, error, draft):
     assignments = [a for a in assignments_for(current_user) if a.course_id == course.id]
     is_staff = current_user.is_staff_of(course.id)
     mine = private_conversation(course.id, current_user.id, current_user)
+    counted_upto = newest_message_id()
     unread = unread_counts(
         current_user, [f"assignment.{a.id}" for a in assignments] + ([mine.key] if mine else []),
         [course.id] if is_staff else [])
@@ -52,7 +54,7 @@ def _course_page(conversation, error, draft):
         "messages/course.html", course=course, assignments=assignments, unread=unread,
         private=mine, threads=private_threads(course, current_user) if is_staff else None,
         discussion=conversation_page(conversation, current_user, error and error.message, draft),
-        private_total=unread.get(private_threads_key(course.id), 0))
+        private_total=unread.get(private_threads_key(course.id), 0), counted_upto=counted_upto)
     return (page, *error_answer(error)) if error else page
 
 

@@ -7,7 +7,7 @@
   const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
   const me = Number(document.body.dataset.userId);
   const section = document.getElementById("discussion");
-  const READ_AFTER_MS = 800;
+  const READ_AFTER_MS = 500;
 
   function send(url, method, body) {
     return fetch(url, {
@@ -175,17 +175,26 @@
     readUpTo = Math.max(readUpTo, message.id);
     tellRead();
   }
+  function tellNow(keepalive) {
+    clearTimeout(readTimer);
+    readTimer = null;
+    if (readUpTo <= toldUpTo) return;
+    const upTo = readUpTo;
+    // keepalive lets the request finish when it is sent as the page is left.
+    fetch(`/api/v1/messages/${upTo}/read`, {
+      method: "POST", credentials: "same-origin", keepalive,
+      headers: { "X-CSRFToken": csrfToken },
+    }).then((response) => {
+      if (response.ok) toldUpTo = Math.max(toldUpTo, upTo);
+    }).catch(() => {});
+  }
   function tellRead() {
     if (readTimer || readUpTo <= toldUpTo || document.visibilityState !== "visible") return;
-    readTimer = setTimeout(() => {
-      readTimer = null;
-      const upTo = readUpTo;
-      send(`/api/v1/messages/${upTo}/read`, "POST").then((response) => {
-        if (response.ok) toldUpTo = Math.max(toldUpTo, upTo);
-      }).catch(() => {});
-    }, READ_AFTER_MS);
+    readTimer = setTimeout(() => tellNow(false), READ_AFTER_MS);
   }
   document.addEventListener("visibilitychange", tellRead);
+  // Leaving straight after a message arrived: it was on screen, so it is read.
+  window.addEventListener("pagehide", () => { if (readTimer) tellNow(true); });
 
   function apply(message) {
     if (message.hidden) remove(message);
@@ -204,7 +213,9 @@
     const badges = badgesFor(message);
     if (!badges.length) return;
     if (message.change === "posted" && message.author.id !== me) {
-      badges.forEach((el) => showCount(el, Number(el.dataset.unread || 0) + 1));
+      // A replayed message the page was drawn with is counted already.
+      badges.filter((el) => message.id > Number(el.dataset.countedUpto || 0))
+        .forEach((el) => showCount(el, Number(el.dataset.unread || 0) + 1));
     } else if (message.change === "hidden") {
       recount();
     }

@@ -10,6 +10,7 @@ from app.extensions import csrf, db
 from app.messages.conversations import (
     MessageError,
     assignment_conversation,
+    newest_message_id,
     post,
     private_conversation,
     private_threads_key,
@@ -45,6 +46,7 @@ def index():
     conversations = [conversation for course in courses if (
         conversation := private_conversation(course.id, current_user.id, current_user))]
     staff_of = [course.id for course in courses if current_user.is_staff_of(course.id)]
+    counted_upto = newest_message_id()
     unread = unread_counts(
         current_user,
         [f"assignment.{a.id}" for a in assignments] + [f"course.{c.id}" for c in courses]
@@ -53,6 +55,7 @@ def index():
                            deadlines=deadlines_for(assignments, current_user.id),
                            courses=courses, staff_of=staff_of, unread=unread,
                            private_keys={c.course.id: c.key for c in conversations},
+                           counted_upto=counted_upto,
                            private_threads_key=private_threads_key)
 
 

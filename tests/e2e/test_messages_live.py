@@ -1,7 +1,8 @@
 """Two people on one assignment's page, in two browser contexts of real Chromium against
 gunicorn: what one writes appears on the other's open page without a reload, with its link
 clickable and its markup shown as text; staff hide it and it leaves both pages at once; staff
-pin an announcement and the student's page shows it, and the notice, as it happens."""
+pin an announcement and the student's page shows it, and the notice, as it happens; and the
+student's assignment list counts what is new as it arrives."""
 
 import pytest
 from playwright.sync_api import expect
@@ -59,3 +60,11 @@ def test_a_message_appears_live_on_the_other_open_page_and_a_hide_removes_it(
     expect(student.locator("#messages .badge.staff")).to_have_text("Staff")
     for page in (student, staff):
         assert page.evaluate("window.stillTheSamePage") is True
+
+    # On the assignment list, what others write is counted as it arrives.
+    student.goto(f"{web_server.url}/")
+    badge = student.locator(f'[data-unread-for="assignment.{world.essay.id}"]')
+    expect(badge).to_be_hidden()
+    staff.fill("#message-body", "One more thing about the essay.")
+    staff.click("#send-message")
+    expect(badge).to_have_text("1 new", timeout=LIVE_WAIT_MS)
