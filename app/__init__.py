@@ -38,6 +38,7 @@ def create_app(config=None):
     from app.events import stream  # noqa: F401  (attaches the /events routes)
     from app.flash import bp as flash_bp
     from app.grades import bp as grades_bp
+    from app.messages import bp as messages_bp
     from app.ops import bp as ops_bp
     from app.submissions import bp as submissions_bp
 
@@ -46,6 +47,7 @@ def create_app(config=None):
     app.register_blueprint(grades_bp, url_prefix="/staff")
     app.register_blueprint(events_bp)
     app.register_blueprint(flash_bp)
+    app.register_blueprint(messages_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.json = JSONProvider(app)

@@ -102,6 +102,8 @@ class Config:
     # (attempts, seconds): per student for uploads, per account and address for logins.
     INTAKE_RATE_LIMIT = _rate("INTAKE_RATE_LIMIT", (20, 60))
     LOGIN_RATE_LIMIT = _rate("LOGIN_RATE_LIMIT", (10, 300))
+    # Messages one user may post to conversations (all of them together), per seconds.
+    MESSAGE_RATE_LIMIT = _rate("MESSAGE_RATE_LIMIT", (10, 60))
     # Seconds a client is asked to wait when intake is overloaded.
     INTAKE_RETRY_AFTER = _int("INTAKE_RETRY_AFTER", 5, minimum=1)
     RECONCILE_EVERY_SECONDS = _int("RECONCILE_EVERY_SECONDS", 20, minimum=1)

@@ -461,3 +461,48 @@ class InboundMessage(db.Model):
     @property
     def job_id(self):
         return f"inbound-{self.id}"
+
+
+class Message(db.Model):
+    """One message in a conversation: a course's, an assignment's, or one student's private
+    thread with the course's staff (student_id set). `conversation` names which, as
+    app.messages.conversations spells it, so a page of history is one index range."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_conversation_id", "conversation", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation: Mapped[str] = mapped_column(String(64))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"),
+                                           index=True)
+    assignment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assignments.id", ondelete="CASCADE"))
+    # The student of a private thread; null in a course's or an assignment's conversation.
+    student_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                           index=True)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    pinned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pinned_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    hidden_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hidden_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    course: Mapped[Course] = relationship()
+    assignment: Mapped[Assignment | None] = relationship()
+    student: Mapped[User | None] = relationship(foreign_keys=[student_id])
+    author: Mapped[User] = relationship(foreign_keys=[author_id])
+    pinned_by: Mapped[User | None] = relationship(foreign_keys=[pinned_by_id])
+    hidden_by: Mapped[User | None] = relationship(foreign_keys=[hidden_by_id])
+
+
+class MessageRead(db.Model):
+    """How far one user has read one conversation: the newest message id they have seen."""
+
+    __tablename__ = "message_reads"
+    __table_args__ = (UniqueConstraint("user_id", "conversation"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    conversation: Mapped[str] = mapped_column(String(64))
+    last_read_id: Mapped[int] = mapped_column(default=0)

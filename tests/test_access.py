@@ -1,5 +1,6 @@
 """Who may open what. Every URL that names a submission, its file or thumbnail, a grade, an
-assignment, a flash message, a pipeline step or a job is taken from the app's own URL map, so
+assignment, a course, a message, a flash message, a pipeline step or a job is taken from the
+app's own URL map, so
 a new route is covered the day it is added, and requested as another student of the course,
 as a student and as staff of another course, and anonymously. Each is refused without showing
 the owner's data or changing anything; each write also needs its CSRF token even from the
@@ -21,6 +22,8 @@ from app.models import (
     Extension,
     FlashMessage,
     Grade,
+    Message,
+    MessageRead,
     StepRun,
     Submission,
     utcnow,
@@ -32,10 +35,16 @@ SECRET_TEXT = b"Alice's own argument: queues decouple acceptance from processing
 SECRET_NAME = "alice-private-essay.txt"
 SECRET_FEEDBACK = "Feedback for Alice only: strong conclusion"
 SECRET_FLASH = "Alice, your extension request was approved"
+SECRET_PRIVATE = "Alice to staff only: I was ill the week of the deadline"
 MISSING_ID = 987654321
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # Uploading into one's own course is not an access question: there is nothing of Alice's in it.
 OWN_UPLOADS = {"submissions.assignment", "api.create_submission"}
+# A course's and an assignment's conversations are every classmate's: Bob reads them (without
+# a word of Alice's private thread in them) and posts to them himself.
+COURSE_CONVERSATIONS = {"messages.course", "submissions.post_message", "api.course_messages",
+                        "api.post_course_message", "api.assignment_messages",
+                        "api.post_assignment_message"}
 
 
 class Scene:
@@ -62,22 +71,29 @@ class Scene:
         send_flash([self.alice], SECRET_FLASH)
         db.session.commit()
         self.flash = db.session.execute(db.select(FlashMessage.id)).scalar_one()
+        self.course = world.cs.id
+        private = owner.post(f"/api/v1/courses/{self.course}/private/{self.alice}/messages",
+                             headers=Auth(owner).token("alice@uni.test"),
+                             json={"body": SECRET_PRIVATE})
+        assert private.status_code == 201, private.get_json()
+        self.message = private.get_json()["id"]
         self.step, self.job = db.session.execute(
             db.select(StepRun.id, StepRun.job_id).filter_by(submission_id=self.submission,
                                                             name="thumbnail")
         ).one()
         self.secrets = [SECRET_NAME, self.sha256, SECRET_TEXT.decode().strip(), SECRET_FEEDBACK,
-                        SECRET_FLASH]
+                        SECRET_FLASH, SECRET_PRIVATE]
 
     def ids(self, missing=False):
         """A value for each object-naming URL argument: Alice's object, or one that is not."""
         if missing:
             return {"submission_id": MISSING_ID, "assignment_id": MISSING_ID,
                     "flash_id": MISSING_ID, "step_id": MISSING_ID, "job_id": "no-such-job",
-                    "student_id": MISSING_ID}
+                    "student_id": MISSING_ID, "course_id": MISSING_ID,
+                    "message_id": MISSING_ID}
         return {"submission_id": self.submission, "assignment_id": self.essay,
                 "flash_id": self.flash, "step_id": self.step, "job_id": self.job,
-                "student_id": self.alice}
+                "student_id": self.alice, "course_id": self.course, "message_id": self.message}
 
 
 @pytest.fixture
@@ -133,6 +149,15 @@ def body_for(endpoint, submission_id, student_id=None):
         "api.post_release": {"json": {"at": future.isoformat()}},
         "api.delete_release": {},
         "api.acknowledge_flash": {},
+        "messages.course": {"data": {"body": "A question for the course"}},
+        "submissions.post_message": {"data": {"body": "A question on the essay"}},
+        "messages.private": {"data": {"body": "One more thing, privately"}},
+        "messages.moderate_message": {"data": {"action": "hide"}},
+        "api.post_course_message": {"json": {"body": "A question for the course"}},
+        "api.post_assignment_message": {"json": {"body": "A question on the essay"}},
+        "api.post_private_message": {"json": {"body": "One more thing, privately"}},
+        "api.patch_message": {"json": {"hidden": True}},
+        "api.read_message": {},
     }
     if endpoint not in bodies:
         pytest.fail(f"{endpoint} writes: teach test_access.body_for what it takes")
@@ -157,6 +182,10 @@ def state():
         "flash": db.session.execute(db.select(FlashMessage.id, FlashMessage.acked_at)).all(),
         "extensions": db.session.execute(db.select(
             Extension.id, Extension.due_at, Extension.ended_at).order_by(Extension.id)).all(),
+        "messages": db.session.execute(db.select(
+            Message.id, Message.pinned_at, Message.hidden_at).order_by(Message.id)).all(),
+        "reads": db.session.execute(db.select(
+            MessageRead.user_id, MessageRead.conversation, MessageRead.last_read_id)).all(),
         "events": db.session.query(Event).count(),
         "jobs": {name: len(Queue(name, connection=get_redis())) for name in QUEUES},
         "scheduled": len(list(scheduler.get_jobs())),
@@ -214,6 +243,12 @@ def test_no_one_else_can_open_or_change_anything_of_alices(app, scene, who):
         if who == "bob" and endpoint in OWN_UPLOADS:
             continue
         url = url_of(app, rule, scene)
+        if who == "bob" and endpoint in COURSE_CONVERSATIONS:
+            if method == "GET":
+                response = visitor.request(endpoint, method, url, scene.submission)
+                assert response.status_code == 200, f"GET {url} as bob"
+                assert_shows_nothing_of_alices(response, scene, f"GET {url} as bob")
+            continue
         what = f"{method} {url} as {who or 'anonymous'}"
         response = visitor.request(endpoint, method, url, scene.submission,
                                    student_id=scene.alice)
@@ -279,6 +314,11 @@ RIGHTFUL_WRITES = [
     ("api.create_submission", "alice"), ("submissions.assignment", "alice"),
     ("grades.release", "sam"), ("grades.withdraw", "sam"),
     ("grades.grant_extension", "sam"), ("grades.withdraw_extension", "sam"),
+    ("messages.course", "alice"), ("submissions.post_message", "alice"),
+    ("messages.private", "alice"), ("api.post_course_message", "alice"),
+    ("api.post_assignment_message", "alice"), ("api.post_private_message", "alice"),
+    ("api.read_message", "alice"), ("api.patch_message", "sam"),
+    ("messages.moderate_message", "sam"),
 ]
 
 
@@ -314,6 +354,8 @@ def topics_of(scene):
         "user": f"user.{scene.alice}",
         "assignment": f"assignment.{scene.essay}",
         "assignment staff": f"assignment.{scene.essay}.staff",
+        "course": f"course.{scene.course}",
+        "course staff": f"course.{scene.course}.staff",
     }
 
 
@@ -333,7 +375,7 @@ def open_stream(visitor, *topics, bearer=False):
 
 
 @pytest.mark.parametrize("who, allowed", [
-    ("bob", {"assignment"}),
+    ("bob", {"assignment", "course"}),
     ("carol", set()),
     ("tess", set()),
 ], ids=["another student", "student of another course", "staff of another course"])
@@ -360,6 +402,9 @@ def test_anonymous_visitor_cannot_follow_any_topic(app, scene):
 def test_alice_and_her_courses_staff_may_follow_her_topics(app, scene):
     topics = topics_of(scene)
     alice, sam = Visitor(app, "alice@uni.test"), Visitor(app, "sam@uni.test")
-    assert open_stream(alice, topics["submission"], topics["user"], topics["assignment"])[0] == 200
-    assert open_stream(sam, topics["submission"], topics["assignment staff"])[0] == 200
+    assert open_stream(alice, topics["submission"], topics["user"], topics["assignment"],
+                       topics["course"])[0] == 200
+    assert open_stream(sam, topics["submission"], topics["assignment staff"],
+                       topics["course"], topics["course staff"])[0] == 200
+    assert open_stream(alice, topics["course staff"])[0] == 403
     assert open_stream(sam, topics["user"])[0] == 403

@@ -142,8 +142,9 @@ def test_submission_that_does_not_exist_is_refused_like_someone_elses(app, peopl
     assert status_of(client_for(app, "alice"), "submission.987654321") == 403
 
 
-@pytest.mark.parametrize("topic", ["course.1", "user.abc", "user.", "user.01", "sse",
-                                   "submission.5.staff", "admin.everything", "user.1 "])
+@pytest.mark.parametrize("topic", ["courses.1", "course.1.private.2", "user.abc", "user.",
+                                   "user.01", "sse", "submission.5.staff", "admin.everything",
+                                   "user.1 "])
 def test_unknown_topic_forms_are_bad_requests(app, people, topic):
     response = open_stream(client_for(app, "root"), topic)
     assert response.status_code == 400

@@ -6,10 +6,11 @@ def init_app(app):
     from app.admin.extensions import ExtensionView
     from app.admin.flash import FlashComposeView
     from app.admin.inbound import InboundMessageView
+    from app.admin.messages import MessageView
     from app.admin.operations import DashboardView, QueuesView
     from app.admin.records import model_views
     from app.extensions import db
-    from app.models import Extension, InboundMessage
+    from app.models import Extension, InboundMessage, Message
 
     # A fresh Admin and fresh views per app: create_app runs many times in the tests.
     admin = Admin(
@@ -25,5 +26,6 @@ def init_app(app):
                          url="send-flash", category="Messages"),
         InboundMessageView(InboundMessage, db, name="From student records",
                            category="Messages"),
+        MessageView(Message, db, name="Conversations", category="Messages"),
     )
     return admin

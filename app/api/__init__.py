@@ -49,4 +49,4 @@ def _session_requests_need_csrf():
     csrf.protect()
 
 
-from app.api import flash, grades, inbound, openapi, routes  # noqa: E402,F401
+from app.api import flash, grades, inbound, messages, openapi, routes  # noqa: E402,F401

@@ -54,6 +54,61 @@ INBOUND_DATA = {
         "email": _EMAIL, "new_email": _EMAIL}},
 }
 
+MESSAGE_PROPERTIES = {
+    "id": {"type": "integer"},
+    "conversation": {"type": "string", "example": "assignment.7",
+                     "description": "course.<id>, assignment.<id>, or "
+                                    "course.<id>.private.<student id>"},
+    "course_id": {"type": "integer"},
+    "assignment_id": {"type": "integer", "nullable": True},
+    "student_id": {"type": "integer", "nullable": True,
+                   "description": "The student of a private thread"},
+    "author": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"},
+        "staff": {"type": "boolean"}}},
+    "body": {"type": "string", "description": "Plain text as typed"},
+    "html": {"type": "string",
+             "description": "The body escaped, with http(s) links made "
+                            "clickable (rel=\"noopener nofollow ugc\")"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "pinned": {"type": "boolean"},
+    "hidden": {"type": "boolean"},
+}
+
+MESSAGE_PAGE_PARAMS = [
+    {"in": "query", "name": "before", "required": False, "schema": {"type": "integer"},
+     "description": "Only messages older than this message id: the next page back. Without "
+                    "it, the newest page, and reading it marks the conversation read."},
+    {"in": "query", "name": "limit", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 30}},
+]
+
+
+def _conversation(summary, *params):
+    """GET a page of a conversation's history, POST a message to it."""
+    return {
+        "get": {
+            "summary": f"A page of {summary}, oldest first",
+            "parameters": [*params, *MESSAGE_PAGE_PARAMS],
+            "responses": {"200": _json(_ref("MessagePage")), **_error_responses(400, 401, 404)},
+        },
+        "post": {
+            "summary": f"Post to {summary}; live for everyone following it",
+            "parameters": list(params),
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["body"],
+                "properties": {
+                    "body": {"type": "string", "maxLength": 2000,
+                             "description": "Plain text; http(s) links are made clickable"},
+                    "pin": {"type": "boolean", "default": False,
+                            "description": "Staff: pin it as the announcement, and send it to "
+                                           "every student of the course as a flash message"},
+                }}}}},
+            "responses": {"201": _json(_ref("Message"), "Posted"),
+                          **_error_responses(400, 401, 403, 404, 429)},
+        },
+    }
+
 DOCUMENT = {
     "openapi": "3.0.3",
     "info": {"title": "Submissions API", "version": "1"},
@@ -89,6 +144,26 @@ DOCUMENT = {
                     "max_score": {"type": "integer"},
                     "open": {"type": "boolean"},
                     "grades_released": {"type": "boolean"},
+                },
+            },
+            "Message": {
+                "type": "object",
+                "required": ["id", "conversation", "author", "body", "html", "created_at",
+                             "pinned", "hidden"],
+                "properties": MESSAGE_PROPERTIES,
+            },
+            "PinnedMessage": {"type": "object", "nullable": True,
+                              "description": "The conversation's announcement, if one is pinned",
+                              "properties": MESSAGE_PROPERTIES},
+            "MessagePage": {
+                "type": "object",
+                "required": ["conversation", "messages", "has_older", "pinned"],
+                "properties": {
+                    "conversation": {"type": "string"},
+                    "messages": {"type": "array", "items": _ref("Message")},
+                    "has_older": {"type": "boolean",
+                                  "description": "Ask again with before=<first message id>"},
+                    "pinned": _ref("PinnedMessage"),
                 },
             },
             "Step": {
@@ -224,6 +299,37 @@ DOCUMENT = {
                                 "schema": {"type": "string", "enum": ["true"]}}}},
                     **_error_responses(400, 401, 403, 404, 413, 415, 429, 503),
                 },
+            }
+        },
+        "/courses/{course_id}/messages": _conversation(
+            "the course's conversation (its students and staff)",
+            {**ID_PARAM, "name": "course_id"}),
+        "/assignments/{assignment_id}/messages": _conversation(
+            "the assignment's conversation (the course's students and staff)",
+            {**ID_PARAM, "name": "assignment_id"}),
+        "/courses/{course_id}/private/{student_id}/messages": _conversation(
+            "a student's private thread with the course's staff",
+            {**ID_PARAM, "name": "course_id"}, {**ID_PARAM, "name": "student_id"}),
+        "/messages/{message_id}": {
+            "patch": {
+                "summary": "Hide or show again, pin or unpin a message (the course's staff)",
+                "parameters": [{**ID_PARAM, "name": "message_id"}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object",
+                    "properties": {"hidden": {"type": "boolean"}, "pinned": {"type": "boolean"}},
+                }}}},
+                "responses": {"200": _json(_ref("Message")),
+                              **_error_responses(400, 401, 404, 409)},
+            }
+        },
+        "/messages/{message_id}/read": {
+            "post": {
+                "summary": "Mark the message's conversation read up to this message",
+                "parameters": [{**ID_PARAM, "name": "message_id"}],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "conversation": {"type": "string"},
+                    "last_read_id": {"type": "integer"}}}),
+                    **_error_responses(401, 404)},
             }
         },
         "/flash/{flash_id}/ack": {

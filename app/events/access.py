@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from app.events.topics import parse_topic
 from app.extensions import db
-from app.models import Assignment, Submission
+from app.models import Assignment, Course, Submission
 from app.wording import for_student
 
 
@@ -24,6 +24,12 @@ def may_follow(user, topic):
         if kind == "assignment_staff":
             return user.is_staff_of(assignment.course_id)
         return user.course_role(assignment.course_id) is not None
+    if kind in ("course", "course_staff"):
+        if db.session.get(Course, number) is None:
+            return False
+        if kind == "course_staff":
+            return user.is_staff_of(number)
+        return user.course_role(number) is not None
     return False
 
 

@@ -8,6 +8,16 @@ from wtforms import HiddenField
 from app.deadlines import deadline_for, deadlines_for
 from app.errors import RequestRefused
 from app.extensions import csrf, db
+from app.messages.conversations import (
+    MessageError,
+    assignment_conversation,
+    newest_message_id,
+    post,
+    private_conversation,
+    private_threads_key,
+    unread_counts,
+)
+from app.messages.pages import conversation_page, error_answer
 from app.models import Submission
 from app.pipeline import STEP_BY_NAME
 from app.submissions import bp
@@ -24,11 +34,24 @@ class UploadForm(FlaskForm):
 @login_required
 def index():
     assignments = assignments_for(current_user)
+    courses = list({a.course.id: a.course for a in assignments}.values())
+    conversations = [conversation for course in courses if (
+        conversation := private_conversation(course.id, current_user.id, current_user))]
+    staff_of = [course.id for course in courses if current_user.is_staff_of(course.id)]
+    counted_upto = newest_message_id()
+    unread = unread_counts(
+        current_user,
+        [f"assignment.{a.id}" for a in assignments] + [f"course.{c.id}" for c in courses]
+        + [conversation.key for conversation in conversations], staff_of)
     return render_template("submissions/index.html", assignments=assignments,
-                           deadlines=deadlines_for(assignments, current_user.id))
+                           deadlines=deadlines_for(assignments, current_user.id),
+                           courses=courses, staff_of=staff_of, unread=unread,
+                           private_keys={c.course.id: c.key for c in conversations},
+                           counted_upto=counted_upto,
+                           private_threads_key=private_threads_key)
 
 
-def _assignment_page(assignment, form, error=None, status=200):
+def _assignment_page(assignment, form, error=None, status=200, discussion=None):
     mine = db.session.execute(
         db.select(Submission)
         .filter_by(assignment_id=assignment.id, student_id=current_user.id)
@@ -42,6 +65,8 @@ def _assignment_page(assignment, form, error=None, status=200):
         submissions=mine, counted=counted_of(mine), deadline=deadline,
         past_due=deadline.is_late(), error=error,
         role=current_user.course_role(assignment.course_id),
+        discussion=discussion or conversation_page(
+            assignment_conversation(assignment.id, current_user), current_user),
     ), status
 
 
@@ -77,6 +102,25 @@ def assignment(assignment_id):
             return page, status, headers
         return redirect(url_for("submissions.detail", submission_id=submission.id), 303)
     return _assignment_page(assignment, form)
+
+
+@bp.post("/assignments/<int:assignment_id>/messages")
+@login_required
+def post_message(assignment_id):
+    """The form of the assignment's conversation, on the assignment's page."""
+    conversation = assignment_conversation(assignment_id, current_user)
+    if conversation is None:
+        abort(404)
+    body = request.form.get("body", "")
+    try:
+        message = post(conversation, current_user, body, pin=request.form.get("pin") == "y")
+    except MessageError as exc:
+        discussion = conversation_page(conversation, current_user, exc.message, body)
+        page, _ = _assignment_page(conversation.assignment, UploadForm(formdata=None),
+                                   discussion=discussion)
+        return (page, *error_answer(exc))
+    return redirect(url_for("submissions.assignment", assignment_id=assignment_id,
+                            _anchor=f"message-{message.id}"), 303)
 
 
 @bp.route("/submissions/<int:submission_id>")

@@ -1,6 +1,6 @@
 """Every student page fits a phone (390 x 844) and a desktop: the header's Log out stays on
-screen, step details stay in their card, nothing scrolls sideways, and no word is broken
-mid-word, in real Chromium against gunicorn."""
+screen, step details and messages stay in their card, nothing scrolls sideways, and no word is
+broken mid-word, in real Chromium against gunicorn."""
 
 import pytest
 
@@ -35,7 +35,8 @@ BROKEN_WORDS = """() => {
   }
   return broken;
 }"""
-OUTSIDE_THEIR_CARD = """() => [...document.querySelectorAll('.step > *, dl.facts dd')]
+OUTSIDE_THEIR_CARD = """() => [...document.querySelectorAll(
+    '.step > *, dl.facts dd, .message, .compose textarea, .compose-actions > *')]
   .filter((el) => {
     const card = el.closest('.card, main').getBoundingClientRect();
     const box = el.getBoundingClientRect();
@@ -44,6 +45,7 @@ OUTSIDE_THEIR_CARD = """() => [...document.querySelectorAll('.step > *, dl.facts
 
 
 def student_pages(page, web_server, world):
+    alice = world.users["alice"].id
     login(page, web_server.url, "alice")
     submission_id = upload(page, web_server.url, world.essay.id, "a-rather-long-file-name.pdf",
                            essay_pdf("An essay"))
@@ -53,7 +55,14 @@ def student_pages(page, web_server, world):
     record_step(submission.step("plagiarism"), "skipped",
                 "Not checked: too little text to compare (fewer than 40 words)")
     db.session.commit()
-    return ["/", f"/assignments/{world.essay.id}", f"/submissions/{submission_id}"]
+    for where in (f"/courses/{world.cs.id}", f"/courses/{world.cs.id}/private/{alice}",
+                  f"/assignments/{world.essay.id}"):
+        page.goto(f"{web_server.url}{where}")
+        page.fill("#message-body", "Is the lab open on Friday afternoon, or only in the morning?")
+        page.click("#send-message")
+        page.locator("#messages li.message").wait_for()
+    return ["/", f"/assignments/{world.essay.id}", f"/submissions/{submission_id}",
+            f"/courses/{world.cs.id}", f"/courses/{world.cs.id}/private/{alice}"]
 
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
