@@ -27,7 +27,7 @@ from rq.worker import WorkerStatus
 
 from app import create_app
 from app.extensions import db, get_redis
-from app.pipeline import QUEUES, STEP_BY_NAME, STEPS
+from app.steps import QUEUES, STEP_BY_NAME, STEPS
 from jobs.cpu_priority import lower_cpu_priority
 from jobs.redis_outage import MAX_DELAY, REDIS_DOWN, wait_for_redis
 from jobs.runner import serving

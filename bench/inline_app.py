@@ -12,7 +12,7 @@ from app.api import ApiError
 from app.api.routes import require_user, submission_json
 from app.extensions import csrf, db
 from app.models import Assignment
-from app.pipeline import STEPS
+from app.steps import STEPS
 from app.submissions.intake import IntakeError, accept_upload, check_readable_form
 from jobs.runner import run_step
 

@@ -162,7 +162,8 @@ def ready_submissions(cohort, stored, step, count):
 def enqueue(step_name, variant, submission_id):
     from app.extensions import db
     from app.models import StepRun
-    from app.pipeline import STEP_BY_NAME, enqueue_step, queue, retry_delays
+    from app.pipeline import enqueue_step, queue, retry_delays
+    from app.steps import STEP_BY_NAME
 
     step_run = db.session.execute(
         db.select(StepRun).filter_by(submission_id=submission_id, name=step_name)

@@ -24,8 +24,8 @@ from app.models import (
     Submission,
     utcnow,
 )
-from app.pipeline import Refused
 from app.services import mailer
+from app.steps import Refused
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from app.grades.release import (
     restore_scheduled_releases,
 )
 from app.models import Grade, OutboxEmail, StepRun, Submission, utcnow
+from app.steps import QUEUES
 from jobs.redis_outage import REDIS_DOWN, wait_for_redis
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def _waiting_job_ids(redis):
     # One MULTI: a retry the scheduler moves from its registry to its queue meanwhile is seen
     # in one or the other, not in neither.
     pipe = redis.pipeline(transaction=True)
-    for name in pipeline.QUEUES:
+    for name in QUEUES:
         rq_queue = pipeline.queue(name)
         pipe.lrange(rq_queue.key, 0, -1)
         pipe.zrange(ScheduledJobRegistry(queue=rq_queue).key, 0, -1)
@@ -136,7 +137,7 @@ def enqueue_due_retries(redis):
     """Move due retries into their queues wherever no live RQ scheduler holds the lock."""
     # When the worker whose scheduler moves retries is killed (or its scheduler dies with
     # Redis), the other workers try to take the lock over only every ten minutes.
-    scheduler = RQScheduler(pipeline.QUEUES, connection=redis)
+    scheduler = RQScheduler(QUEUES, connection=redis)
     orphaned = scheduler.acquire_locks()
     try:
         if orphaned:

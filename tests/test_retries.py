@@ -5,7 +5,8 @@ from rq import SimpleWorker
 
 from app.extensions import db, get_redis
 from app.models import StepRun, Submission
-from app.pipeline import QUEUES, STEP_BY_NAME, queue, requeue_step, retry_delays
+from app.pipeline import queue, requeue_step, retry_delays
+from app.steps import QUEUES, STEP_BY_NAME
 from tests.conftest import Auth, csrf_from, run_jobs
 from tests.helpers import only_submission, upload_form
 from tests.services import free_port

@@ -47,7 +47,7 @@ def test_procfile_declares_the_four_processes():
 
 
 def test_worker_loads_every_job_module_before_it_forks(app):
-    from app.pipeline import STEPS
+    from app.steps import STEPS
     from jobs.maintenance import PERIODIC
 
     # Every function an RQ job of ours names, and every step a pipeline job runs.

@@ -30,7 +30,7 @@ SCHEDULER_LEAD = timedelta(seconds=2)
 # A scheduler polls every few seconds; a due job left this long has nobody to move it.
 SCHEDULER_STALLED = timedelta(seconds=60)
 
-# Job policy for the release and its emails (jobs/grades.py); queue names are in app/pipeline.py.
+# Job policy for the release and its emails (jobs/grades.py); queue names are in app/steps.py.
 QUEUE = "grades"
 RELEASE_TIMEOUT = 600
 RELEASE_RETRY_DELAYS = (5, 15, 60, 300)
