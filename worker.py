@@ -27,7 +27,7 @@ from rq.worker import WorkerStatus
 
 from app import create_app
 from app.extensions import db, get_redis
-from app.steps import QUEUES, STEP_BY_NAME, STEPS
+from app.steps import JOBS, PERIODIC, QUEUES, STEP_BY_NAME, STEPS
 from jobs.cpu_priority import lower_cpu_priority
 from jobs.redis_outage import MAX_DELAY, REDIS_DOWN, wait_for_redis
 from jobs.runner import serving
@@ -45,9 +45,11 @@ class PeriodicJobsQuiet(logging.Filter):
     would bury everything else a worker says, `make run`'s account table included; their own
     summaries speak when something happened."""
 
+    queues = {job.queue for job in PERIODIC.values()}
+
     def filter(self, record):
         return not (record.levelno <= logging.INFO
-                    and any("maintenance" in str(arg) for arg in record.args or ()))
+                    and any(name in str(arg) for arg in record.args or () for name in self.queues))
 
 
 class OutageTolerantWorker(Worker):
@@ -212,8 +214,8 @@ class JobHeartbeats:
 
 # Every module an RQ job of ours names or runs, imported once as the worker starts (Pillow,
 # pdfium, requests...), never per job or per fresh start.
-JOB_MODULES = ("jobs.runner", *(f"jobs.{step.name}" for step in STEPS),
-               "jobs.grades", "jobs.rollup", "jobs.maintenance")
+JOB_MODULES = (*dict.fromkeys(job.func.rpartition(".")[0] for job in JOBS.values()),
+               *(f"jobs.{step.name}" for step in STEPS))
 
 
 def preload_job_modules():

@@ -2,7 +2,6 @@
 app/steps.py): claiming, recording and announcing each move, and handing steps to RQ."""
 
 import logging
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,19 +21,32 @@ from app.steps import INTAKE_QUEUES, STEP_BY_NAME, STEPS
 
 log = logging.getLogger(__name__)
 
-FAILED_JOB_TTL = 30 * 24 * 3600
+
+def retry_delays(job):
+    """The waits before each retry of a job of app/steps.py's table (a JobPolicy or a Step)."""
+    return job.retry.waits(current_app.config["RETRY_BACKOFF_SCALE"])
 
 
-def retry_delays(step):
-    scale = current_app.config["RETRY_BACKOFF_SCALE"]
-    return [
-        round(min(step.max_backoff, step.backoff * 2**n) * scale * random.uniform(0.5, 1.5))
-        for n in range(step.max_attempts - 1)
-    ]
+def retry_policy(job, delays=None):
+    """RQ's retry policy for a job of the table: its own retries, or retries after `delays`
+    (the ones a retry left to carry on); None for no retry."""
+    delays = retry_delays(job) if delays is None and job.retry else delays
+    return Retry(max=len(delays), interval=delays) if delays else None
 
 
 def queue(name):
     return Queue(name, connection=get_redis())
+
+
+def enqueue(job, *args, wait=None, delays=None, pipe=None, **options):
+    """Queue a job of the table with its policy (time limit, retries, how long RQ keeps it),
+    now or `wait` seconds from now; `delays` as for retry_policy."""
+    rq_queue = queue(job.queue)
+    options.update(job_timeout=job.timeout, retry=retry_policy(job, delays),
+                   result_ttl=job.result_ttl, failure_ttl=job.failure_ttl, pipeline=pipe)
+    if wait:
+        return rq_queue.enqueue_in(timedelta(seconds=wait), job.func, *args, **options)
+    return rq_queue.enqueue(job.func, *args, **options)
 
 
 def backlog():
@@ -201,7 +213,7 @@ def ready_steps(statuses):
 
 
 def enqueue_step(step_run, pipe=None):
-    _enqueue(step_run, retry_delays(STEP_BY_NAME[step_run.name]), pipe=pipe)
+    _enqueue(step_run, pipe=pipe)
 
 
 def enqueue_retry(step_run, wait, delays):
@@ -215,24 +227,12 @@ def enqueue_retry(step_run, wait, delays):
                     step_run.submission_id, step_run.name, exc)
 
 
-def _enqueue(step_run, delays, pipe=None, wait=None):
+def _enqueue(step_run, delays=None, pipe=None, wait=None):
     step = STEP_BY_NAME[step_run.name]
-    options = dict(
-        job_id=step_run.job_id,
-        job_timeout=step.timeout,
-        retry=Retry(max=len(delays), interval=delays) if delays else None,
-        result_ttl=3600,
-        failure_ttl=FAILED_JOB_TTL,
-        description=f"{step.name} submission {step_run.submission_id}",
-        meta={"submission_id": step_run.submission_id, "step": step.name},
-        pipeline=pipe,
-    )
-    rq_queue = queue(step.queue)
-    if wait:
-        rq_queue.enqueue_in(timedelta(seconds=wait), "jobs.runner.run_step",
-                            step_run.submission_id, step.name, **options)
-    else:
-        rq_queue.enqueue("jobs.runner.run_step", step_run.submission_id, step.name, **options)
+    enqueue(step.job, step_run.submission_id, step.name, wait=wait, delays=delays, pipe=pipe,
+            job_id=step_run.job_id,
+            description=f"{step.name} submission {step_run.submission_id}",
+            meta={"submission_id": step_run.submission_id, "step": step.name})
 
 
 def enqueue_claimed(submission_id, claimed):

@@ -1,43 +1,133 @@
-"""The steps a submission goes through, the queues that carry them, and the ways a step can
-end other than in success. Plain data and exceptions: services and jobs use them without
-loading the pipeline's database or Redis plumbing (app/pipeline.py).
+"""Every job the workers run, as data: one table of each job's policy (the six steps of a
+submission, the grade release, the grade email and the periodic upkeep), the step graph, the
+queues that carry the jobs, and the ways a step can end other than in success. It imports
+nothing from the app: services and jobs use it without loading the pipeline's database or Redis
+plumbing (app/pipeline.py, which also turns a policy into RQ's options).
 
 scan -> store -> {plagiarism, admin_sync, email, thumbnail}
 """
 
+import random
 from dataclasses import dataclass
+
+HOUR = 3600
+DAY = 24 * HOUR
+MONTH = 30 * DAY
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """`attempts` in all; the first retry `first` seconds after the first attempt, each later
+    one twice as long after the one before, at most `cap`; every wait jittered by up to half."""
+
+    attempts: int
+    first: float
+    cap: float = 600
+
+    def waits(self, scale):
+        return [round(min(self.cap, self.first * 2**n) * scale * random.uniform(0.5, 1.5))
+                for n in range(self.attempts - 1)]
+
+
+@dataclass(frozen=True)
+class Waits:
+    """A retry after each of these waits, in seconds."""
+
+    seconds: tuple[int, ...]
+
+    @property
+    def attempts(self):
+        return len(self.seconds) + 1
+
+    def waits(self, scale):
+        return [round(wait * scale) for wait in self.seconds]
+
+
+@dataclass(frozen=True)
+class JobPolicy:
+    func: str  # the function the job runs
+    queue: str
+    timeout: int | None = None  # seconds one attempt may run; None: RQ's default
+    retry: Backoff | Waits | None = None
+    # Seconds RQ keeps a finished job; None for a periodic job: three of its intervals.
+    result_ttl: int | None = HOUR
+    # Seconds RQ keeps a failed job, for staff to see and requeue; None: RQ's default.
+    failure_ttl: int | None = MONTH
+    every: str | None = None  # a periodic job: the setting that holds its interval in seconds
+
+    @property
+    def max_attempts(self):
+        return self.retry.attempts if self.retry else 1
+
+
+RUN_STEP = "jobs.runner.run_step"
+
+JOBS = {
+    # The six steps of a submission, each run by jobs/runner.py (the graph is STEPS below).
+    # Every step that talks to a service keeps trying through an outage of several minutes
+    # (tests/test_retries.py holds the figures); the scan waits at most a minute between tries,
+    # so a deadline's uploads move on soon after the scanner is back.
+    "scan": JobPolicy(RUN_STEP, "scan", timeout=120, retry=Backoff(20, first=5, cap=60)),
+    "store": JobPolicy(RUN_STEP, "store", timeout=120, retry=Backoff(6, first=5)),
+    "plagiarism": JobPolicy(RUN_STEP, "external", timeout=900, retry=Backoff(8, first=30)),
+    "admin_sync": JobPolicy(RUN_STEP, "external", timeout=60, retry=Backoff(8, first=15)),
+    "email": JobPolicy(RUN_STEP, "email", timeout=60, retry=Backoff(8, first=15)),
+    "thumbnail": JobPolicy(RUN_STEP, "media", timeout=120, retry=Backoff(4, first=5)),
+    # A grade release, queued at once or moved by rq-scheduler at its time, and each student's
+    # grade email after it (jobs/grades.py).
+    "release": JobPolicy("jobs.grades.release", "grades", timeout=600,
+                         retry=Waits((5, 15, 60, 300)), result_ttl=DAY),
+    "grade_email": JobPolicy("jobs.grades.send_grade_email", "email", timeout=60,
+                             retry=Waits((15, 30, 60, 120, 300, 600, 600)), result_ttl=DAY),
+    # Periodic upkeep, kept in place by `flask run-scheduler` (jobs/maintenance.py) under
+    # these job ids.
+    "periodic-reconcile": JobPolicy("jobs.maintenance.reconcile", "maintenance",
+                                    every="RECONCILE_EVERY_SECONDS", result_ttl=None,
+                                    failure_ttl=None),
+    "periodic-rollup": JobPolicy("jobs.rollup.roll_up", "maintenance",
+                                 every="ROLLUP_EVERY_SECONDS", result_ttl=None,
+                                 failure_ttl=None),
+}
+PERIODIC = {job_id: job for job_id, job in JOBS.items() if job.every}
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
     title: str
-    queue: str
-    timeout: int  # seconds one attempt may run
-    max_attempts: int
-    backoff: float  # seconds before the first retry; doubles each time, with jitter
     depends_on: tuple[str, ...] = ()
-    max_backoff: float = 600  # the longest wait between two attempts, before jitter
     # Runs straight on, in the job of the step that made it ready, when that job's worker
     # serves its queue: the submission's own work, not a wait on an outside system.
     inline: bool = False
 
+    @property
+    def job(self):
+        return JOBS[self.name]
 
-# Every step that talks to a service keeps trying through an outage of several minutes
-# (tests/test_retries.py holds the figures); the scan waits at most a minute between tries,
-# so a deadline's uploads move on soon after the scanner is back.
+    @property
+    def queue(self):
+        return self.job.queue
+
+    @property
+    def timeout(self):
+        return self.job.timeout
+
+    @property
+    def retry(self):
+        return self.job.retry
+
+    @property
+    def max_attempts(self):
+        return self.job.max_attempts
+
+
 STEPS = (
-    Step("scan", "Virus scan", "scan", timeout=120, max_attempts=20, backoff=5, max_backoff=60),
-    Step("store", "Safe storage", "store", timeout=120, max_attempts=6, backoff=5,
-         depends_on=("scan",), inline=True),
-    Step("plagiarism", "Similarity check", "external", timeout=900, max_attempts=8, backoff=30,
-         depends_on=("store",)),
-    Step("admin_sync", "Student records", "external", timeout=60, max_attempts=8, backoff=15,
-         depends_on=("store",)),
-    Step("email", "Receipt email", "email", timeout=60, max_attempts=8, backoff=15,
-         depends_on=("store",), inline=True),
-    Step("thumbnail", "Preview", "media", timeout=120, max_attempts=4, backoff=5,
-         depends_on=("store",), inline=True),
+    Step("scan", "Virus scan"),
+    Step("store", "Safe storage", depends_on=("scan",), inline=True),
+    Step("plagiarism", "Similarity check", depends_on=("store",)),
+    Step("admin_sync", "Student records", depends_on=("store",)),
+    Step("email", "Receipt email", depends_on=("store",), inline=True),
+    Step("thumbnail", "Preview", depends_on=("store",), inline=True),
 )
 STEP_BY_NAME = {step.name: step for step in STEPS}
 

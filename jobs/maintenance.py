@@ -21,7 +21,7 @@ from app.grades.release import (
     restore_scheduled_releases,
 )
 from app.models import Grade, OutboxEmail, StepRun, Submission, utcnow
-from app.steps import QUEUES
+from app.steps import PERIODIC, QUEUES
 from jobs.redis_outage import REDIS_DOWN, wait_for_redis
 
 log = logging.getLogger(__name__)
@@ -255,12 +255,6 @@ def reconcile():
     return summary
 
 
-PERIODIC = {
-    "periodic-reconcile": ("jobs.maintenance.reconcile", "RECONCILE_EVERY_SECONDS"),
-    "periodic-rollup": ("jobs.rollup.roll_up", "ROLLUP_EVERY_SECONDS"),
-}
-
-
 class MaintenanceScheduler(Scheduler):
     """rq-scheduler that waits out a Redis outage (stopped, restarted empty) and puts its
     periodic jobs back if Redis lost them (flush, restart)."""
@@ -307,12 +301,14 @@ def scheduler_for(interval=5.0):
 
 
 def schedule_periodic(scheduler, only=None):
+    """Each periodic job of app/steps.py's table, due now and then every interval."""
     for job_id in only or PERIODIC:
         if job_id in scheduler:
             scheduler.cancel(job_id)
-        func, setting = PERIODIC[job_id]
-        every = current_app.config[setting]
+        job = PERIODIC[job_id]
+        every = current_app.config[job.every]
         scheduler.schedule(
-            scheduled_time=utcnow().replace(tzinfo=None), func=func, interval=every,
-            repeat=None, id=job_id, queue_name="maintenance", result_ttl=every * 3,
+            scheduled_time=utcnow().replace(tzinfo=None), func=job.func, interval=every,
+            repeat=None, id=job_id, queue_name=job.queue, timeout=job.timeout,
+            result_ttl=job.result_ttl or every * 3,
         )
