@@ -81,7 +81,7 @@ class OutageTolerantWorker(Worker):
 
     def wait_out_outage(self, error):
         if not wait_for_redis(self.connection, f"process=worker worker={self.name}", error,
-                              stopping=lambda: self._stop_requested):
+                              stopping=lambda: self.stopping):
             raise StopRequested from error
 
     # RQ retries a refused connection while it dequeues, but a Redis that hangs (a timeout)
@@ -120,7 +120,7 @@ class OutageTolerantWorker(Worker):
         # RQ itself would retry only at its next maintenance, ten minutes on.
         process = self.scheduler and self.scheduler._process
         unstarted = self._scheduler_unstarted
-        if (unstarted or (process and not process.is_alive())) and not self._stop_requested:
+        if (unstarted or (process and not process.is_alive())) and not self.stopping:
             log.warning("event=scheduler_restarted worker=%s", self.name)
             self.scheduler.acquire_locks(auto_start=True)
             self._scheduler_unstarted = False
@@ -147,7 +147,7 @@ class OutageTolerantWorker(Worker):
         try:
             self.prepare_execution(job)
             beats.start()
-            with serving(self.queue_names(), stopping=lambda: self._stop_requested):
+            with serving(self.queue_names(), stopping=lambda: self.stopping):
                 self.perform_job(job, queue)
         except REDIS_DOWN as error:
             # The step's own outcome is in the database; the reconciler re-queues a step whose
@@ -160,6 +160,8 @@ class OutageTolerantWorker(Worker):
             db.session.remove()
         self.set_state(WorkerStatus.IDLE)
 
+    # Set by the first stop signal. RQ's own flag is set only when the signal finds a job
+    # running; otherwise RQ raises StopRequested from the handler, wherever the worker waits.
     stopping = False
 
     def request_stop(self, signum, frame):

@@ -2,6 +2,7 @@
 app/steps.py): claiming, recording and announcing each move, and handing steps to RQ."""
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +33,37 @@ def retry_policy(job, delays=None):
     (the ones a retry left to carry on); None for no retry."""
     delays = retry_delays(job) if delays is None and job.retry else delays
     return Retry(max=len(delays), interval=delays) if delays else None
+
+
+# RQ 2.12 steers a job's retries by the policy it was enqueued with, or by a Retry the job
+# returns, which RQ counts apart from that policy; the policy alone also covers a job that timed
+# out or whose worker died. So a failure that must not be retried, or not before a service's
+# time, edits the failing job's own policy, here and nowhere else.
+def retry_no_more(job):
+    """RQ files the failing job as failed instead of retrying it."""
+    job.retries_left = 0
+
+
+def retry_not_before(job, delay):
+    """Make RQ's coming retry of the failing job wait at least `delay` seconds; the wait."""
+    intervals = list(job.retry_intervals or [0])
+    # The same slot RQ's Job.get_retry_interval reads when it schedules the retry.
+    slot = max(len(intervals) - job.retries_left, 0)
+    # RQ rounds scheduled times down to the second; the extra second keeps the retry from
+    # running early.
+    intervals[slot] = max(intervals[slot], math.ceil(delay) + 1)
+    job.retry_intervals = intervals
+    return intervals[slot]
+
+
+def carry_policy(job, policy):
+    """Give a job made elsewhere (rq-scheduler's, which takes no retry policy) the retries and
+    failure TTL of a job of the table, as if enqueued here."""
+    retry = retry_policy(policy)
+    job.retries_left = retry.max
+    job.retry_intervals = retry.intervals
+    job.failure_ttl = policy.failure_ttl
+    job.save()
 
 
 def queue(name):

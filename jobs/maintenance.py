@@ -1,6 +1,8 @@
 """Periodic upkeep: the reconciler that makes the database, not Redis, the source of truth."""
 
 import logging
+import signal
+import sys
 import time
 from datetime import UTC, timedelta
 
@@ -260,9 +262,10 @@ class MaintenanceScheduler(Scheduler):
     periodic jobs back if Redis lost them (flush, restart)."""
 
     def run(self, burst=False):
-        # Installed again by each run; here first so that a stop signal ends the process
-        # cleanly while it waits for a Redis that was down as it started.
-        self._install_signal_handlers()
+        # Each run installs rq-scheduler's own stop handlers once it is registered; until then,
+        # waiting for a Redis that was down as it started, a stop signal ends the process.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: sys.exit())
         while True:
             try:
                 return super().run(burst=burst)

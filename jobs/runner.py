@@ -171,14 +171,14 @@ def _record_failure(step_run, job, exc, inline):
         wait = delays[0] if delays else None
     else:
         if refused and job is not None:
-            job.retries_left = 0  # RQ files the job as failed instead of retrying it
+            pipeline.retry_no_more(job)
         retries_left = job.retries_left if job is not None and job.retries_left else 0
     if retries_left and isinstance(exc, RetryLater):
         if inline:
             wait = max(wait, math.ceil(exc.delay) + 1)
             delay = wait
         else:
-            delay = _postpone_next_retry(job, exc.delay)
+            delay = pipeline.retry_not_before(job, exc.delay)
         pipeline.record_step(
             step_run, "retrying",
             f"{exc}; trying again in {delay} s "
@@ -210,14 +210,3 @@ def _record_failure(step_run, job, exc, inline):
     log.warning("event=step_error submission_id=%s step=%s job_id=%s error=%r",
                 step_run.submission_id, step_run.name, step_run.job_id, error)
 
-
-def _postpone_next_retry(job, delay):
-    """Make RQ's coming retry of this job wait at least `delay` seconds; returns the wait."""
-    intervals = list(job.retry_intervals or [0])
-    # The same slot RQ's Job.get_retry_interval reads when it schedules the retry.
-    slot = max(len(intervals) - job.retries_left, 0)
-    # RQ rounds scheduled times down to the second; the extra second keeps the retry from
-    # running early.
-    intervals[slot] = max(intervals[slot], math.ceil(delay) + 1)
-    job.retry_intervals = intervals
-    return intervals[slot]

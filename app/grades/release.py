@@ -19,7 +19,7 @@ from app.events.publisher import emit, submission_topics
 from app.extensions import db, get_redis
 from app.grades.marking import emit_grade, emit_marking, is_markable, markable_ids
 from app.models import Assignment, Grade, utcnow
-from app.pipeline import enqueue, retry_policy
+from app.pipeline import carry_policy, enqueue
 from app.steps import JOBS
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ SCHEDULER_LEAD = timedelta(seconds=2)
 # A scheduler polls every few seconds; a due job left this long has nobody to move it.
 SCHEDULER_STALLED = timedelta(seconds=60)
 
-# Their policy (queue, time limit, retries, TTLs) is in app/steps.py's table.
+# The release job and the grade email job (jobs/grades.py); their policy (queue, time limit,
+# retries, TTLs) is in app/steps.py's table.
 RELEASE = JOBS["release"]
 GRADE_EMAIL = JOBS["grade_email"]
 LIVE_JOB_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
@@ -51,12 +52,8 @@ def enqueue_release(assignment_id, job_id, at=None):
         at, RELEASE.func, assignment_id, job_id=job_id, timeout=RELEASE.timeout,
         job_result_ttl=RELEASE.result_ttl, job_description=description,
     )
-    # enqueue_at takes no retry policy; give the stored job the same one as an immediate release.
-    retry = retry_policy(RELEASE)
-    job.retries_left = retry.max
-    job.retry_intervals = retry.intervals
-    job.failure_ttl = RELEASE.failure_ttl
-    job.save()
+    # rq-scheduler's enqueue_at takes no retry policy: the job gets the immediate release's.
+    carry_policy(job, RELEASE)
 
 
 def cancel_release_job(job_id):
