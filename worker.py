@@ -27,7 +27,7 @@ from rq.worker import WorkerStatus
 
 from app import create_app
 from app.extensions import db, get_redis
-from app.pipeline import QUEUES, STEP_BY_NAME, STEPS
+from app.steps import JOBS, PERIODIC, QUEUES, STEP_BY_NAME, STEPS
 from jobs.cpu_priority import lower_cpu_priority
 from jobs.redis_outage import MAX_DELAY, REDIS_DOWN, wait_for_redis
 from jobs.runner import serving
@@ -45,9 +45,11 @@ class PeriodicJobsQuiet(logging.Filter):
     would bury everything else a worker says, `make run`'s account table included; their own
     summaries speak when something happened."""
 
+    queues = {job.queue for job in PERIODIC.values()}
+
     def filter(self, record):
         return not (record.levelno <= logging.INFO
-                    and any("maintenance" in str(arg) for arg in record.args or ()))
+                    and any(name in str(arg) for arg in record.args or () for name in self.queues))
 
 
 class OutageTolerantWorker(Worker):
@@ -79,7 +81,7 @@ class OutageTolerantWorker(Worker):
 
     def wait_out_outage(self, error):
         if not wait_for_redis(self.connection, f"process=worker worker={self.name}", error,
-                              stopping=lambda: self._stop_requested):
+                              stopping=lambda: self.stopping):
             raise StopRequested from error
 
     # RQ retries a refused connection while it dequeues, but a Redis that hangs (a timeout)
@@ -118,7 +120,7 @@ class OutageTolerantWorker(Worker):
         # RQ itself would retry only at its next maintenance, ten minutes on.
         process = self.scheduler and self.scheduler._process
         unstarted = self._scheduler_unstarted
-        if (unstarted or (process and not process.is_alive())) and not self._stop_requested:
+        if (unstarted or (process and not process.is_alive())) and not self.stopping:
             log.warning("event=scheduler_restarted worker=%s", self.name)
             self.scheduler.acquire_locks(auto_start=True)
             self._scheduler_unstarted = False
@@ -145,7 +147,7 @@ class OutageTolerantWorker(Worker):
         try:
             self.prepare_execution(job)
             beats.start()
-            with serving(self.queue_names(), stopping=lambda: self._stop_requested):
+            with serving(self.queue_names(), stopping=lambda: self.stopping):
                 self.perform_job(job, queue)
         except REDIS_DOWN as error:
             # The step's own outcome is in the database; the reconciler re-queues a step whose
@@ -158,6 +160,8 @@ class OutageTolerantWorker(Worker):
             db.session.remove()
         self.set_state(WorkerStatus.IDLE)
 
+    # Set by the first stop signal. RQ's own flag is set only when the signal finds a job
+    # running; otherwise RQ raises StopRequested from the handler, wherever the worker waits.
     stopping = False
 
     def request_stop(self, signum, frame):
@@ -216,8 +220,8 @@ class JobHeartbeats:
 
 # Every module an RQ job of ours names or runs, imported once as the worker starts (Pillow,
 # pdfium, requests...), never per job or per fresh start.
-JOB_MODULES = ("jobs.runner", *(f"jobs.{step.name}" for step in STEPS),
-               "jobs.grades", "jobs.rollup", "jobs.maintenance", "jobs.inbound")
+JOB_MODULES = (*dict.fromkeys(job.func.rpartition(".")[0] for job in JOBS.values()),
+               *(f"jobs.{step.name}" for step in STEPS))
 
 
 def preload_job_modules():

@@ -17,31 +17,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app import pipeline
 from app.deadlines import ExtensionError, extension_in_force, grant_extension, withdraw_extension
 from app.events.publisher import emit
 from app.events.topics import ADMIN_DASHBOARD, user_topic
 from app.extensions import db, get_redis
 from app.flash import send_flash
-from app.grades.release import LIVE_JOB_STATUSES, retry_policy
+from app.grades.release import LIVE_JOB_STATUSES
 from app.links import path_for
 from app.models import Assignment, Course, Enrollment, InboundMessage, User, utcnow
 from app.services.admin_sync import signature
+from app.steps import JOBS
 from app.templating import local_time
 
 log = logging.getLogger(__name__)
-
-# Job policy for applying a message (jobs/inbound.py); queue names are in app/pipeline.py.
-QUEUE = "records"
-JOB_TIMEOUT = 60
-RETRY_DELAYS = (5, 15, 60, 300)
-RESULT_TTL = 24 * 3600
-FAILURE_TTL = 30 * 24 * 3600
 
 MAX_AGE = timedelta(minutes=5)
 MAX_BODY = 64 * 1024
@@ -246,11 +240,8 @@ def enqueue_apply(inbound_id):
             return False
     except NoSuchJobError:
         pass
-    Queue(QUEUE, connection=redis).enqueue(
-        "jobs.inbound.apply", inbound_id, job_id=job_id, job_timeout=JOB_TIMEOUT,
-        retry=retry_policy(RETRY_DELAYS), result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
-        description=f"apply student-records message {inbound_id}",
-    )
+    pipeline.enqueue(JOBS["inbound"], inbound_id, job_id=job_id,
+                     description=f"apply student-records message {inbound_id}")
     return True
 
 

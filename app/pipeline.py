@@ -1,10 +1,8 @@
-"""The processing pipeline as data, and the moves of a submission and its steps through it.
-
-scan -> store -> {plagiarism, admin_sync, email, thumbnail}
-"""
+"""The moves of a submission and its steps through the pipeline (the step graph is in
+app/steps.py): claiming, recording and announcing each move, and handing steps to RQ."""
 
 import logging
-import random
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,95 +15,71 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy import and_, exists, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.events.publisher import emit, submission_topics
+from app.events.publisher import emit
+from app.events.topics import submission_topics
 from app.extensions import db, get_redis
 from app.models import DONE_STATUSES, StepRun, Submission, utcnow
+from app.steps import INTAKE_QUEUES, STEP_BY_NAME, STEPS
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Step:
-    name: str
-    title: str
-    queue: str
-    timeout: int  # seconds one attempt may run
-    max_attempts: int
-    backoff: float  # seconds before the first retry; doubles each time, with jitter
-    depends_on: tuple[str, ...] = ()
-    max_backoff: float = 600  # the longest wait between two attempts, before jitter
-    # Runs straight on, in the job of the step that made it ready, when that job's worker
-    # serves its queue: the submission's own work, not a wait on an outside system.
-    inline: bool = False
+def retry_delays(job):
+    """The waits before each retry of a job of app/steps.py's table (a JobPolicy or a Step)."""
+    return job.retry.waits(current_app.config["RETRY_BACKOFF_SCALE"])
 
 
-# Every step that talks to a service keeps trying through an outage of several minutes
-# (tests/test_retries.py holds the figures); the scan waits at most a minute between tries,
-# so a deadline's uploads move on soon after the scanner is back.
-STEPS = (
-    Step("scan", "Virus scan", "scan", timeout=120, max_attempts=20, backoff=5, max_backoff=60),
-    Step("store", "Safe storage", "store", timeout=120, max_attempts=6, backoff=5,
-         depends_on=("scan",), inline=True),
-    Step("plagiarism", "Similarity check", "external", timeout=900, max_attempts=8, backoff=30,
-         depends_on=("store",)),
-    Step("admin_sync", "Student records", "external", timeout=60, max_attempts=8, backoff=15,
-         depends_on=("store",)),
-    Step("email", "Receipt email", "email", timeout=60, max_attempts=8, backoff=15,
-         depends_on=("store",), inline=True),
-    Step("thumbnail", "Preview", "media", timeout=120, max_attempts=4, backoff=5,
-         depends_on=("store",), inline=True),
-)
-STEP_BY_NAME = {step.name: step for step in STEPS}
-
-# Queues in the order a worker that serves them all takes work from them. The reconciler
-# comes first: behind a deadline backlog it would recover lost steps only once the backlog ends.
-# Grade releases next: a few short jobs that students are waiting to see, whatever is queued.
-# Then the student-records system's messages (app/inbound.py): enrolments and extensions.
-PIPELINE_QUEUES = ("scan", "store", "email", "external", "media")
-QUEUES = ("maintenance", "grades", "records", *PIPELINE_QUEUES)
-# The queues a new submission goes through one after the other; intake's back pressure reads them.
-INTAKE_QUEUES = ("scan", "store")
-
-FAILED_JOB_TTL = 30 * 24 * 3600
+def retry_policy(job, delays=None):
+    """RQ's retry policy for a job of the table: its own retries, or retries after `delays`
+    (the ones a retry left to carry on); None for no retry."""
+    delays = retry_delays(job) if delays is None and job.retry else delays
+    return Retry(max=len(delays), interval=delays) if delays else None
 
 
-class StepSkipped(Exception):
-    """The step has nothing to do for this submission; the message says why."""
+# RQ 2.12 steers a job's retries by the policy it was enqueued with, or by a Retry the job
+# returns, which RQ counts apart from that policy; the policy alone also covers a job that timed
+# out or whose worker died. So a failure that must not be retried, or not before a service's
+# time, edits the failing job's own policy, here and nowhere else.
+def retry_no_more(job):
+    """RQ files the failing job as failed instead of retrying it."""
+    job.retries_left = 0
 
 
-class SubmissionRejected(Exception):
-    """The file cannot be accepted (infected, unreadable); the message is shown to the student."""
+def retry_not_before(job, delay):
+    """Make RQ's coming retry of the failing job wait at least `delay` seconds; the wait."""
+    intervals = list(job.retry_intervals or [0])
+    # The same slot RQ's Job.get_retry_interval reads when it schedules the retry.
+    slot = max(len(intervals) - job.retries_left, 0)
+    # RQ rounds scheduled times down to the second; the extra second keeps the retry from
+    # running early.
+    intervals[slot] = max(intervals[slot], math.ceil(delay) + 1)
+    job.retry_intervals = intervals
+    return intervals[slot]
 
 
-class Refused(Exception):
-    """An outside system refused the request for good (a 5xx SMTP reply, an HTTP 401): sending
-    the same again cannot help. The step fails at once and waits for staff, who can requeue it
-    once the cause is put right. `shown` is the reason everyone reads on the step; the message,
-    with the system's own reply, is the step's error, which only staff see."""
-
-    def __init__(self, message, shown):
-        super().__init__(message)
-        self.shown = shown
-
-
-class RetryLater(Exception):
-    """Try the step again, but not before `delay` seconds (the service asked us to wait)."""
-
-    def __init__(self, message, delay):
-        super().__init__(message)
-        self.delay = delay
-
-
-def retry_delays(step):
-    scale = current_app.config["RETRY_BACKOFF_SCALE"]
-    return [
-        round(min(step.max_backoff, step.backoff * 2**n) * scale * random.uniform(0.5, 1.5))
-        for n in range(step.max_attempts - 1)
-    ]
+def carry_policy(job, policy):
+    """Give a job made elsewhere (rq-scheduler's, which takes no retry policy) the retries and
+    failure TTL of a job of the table, as if enqueued here."""
+    retry = retry_policy(policy)
+    job.retries_left = retry.max
+    job.retry_intervals = retry.intervals
+    job.failure_ttl = policy.failure_ttl
+    job.save()
 
 
 def queue(name):
     return Queue(name, connection=get_redis())
+
+
+def enqueue(job, *args, wait=None, delays=None, pipe=None, **options):
+    """Queue a job of the table with its policy (time limit, retries, how long RQ keeps it),
+    now or `wait` seconds from now; `delays` as for retry_policy."""
+    rq_queue = queue(job.queue)
+    options.update(job_timeout=job.timeout, retry=retry_policy(job, delays),
+                   result_ttl=job.result_ttl, failure_ttl=job.failure_ttl, pipeline=pipe)
+    if wait:
+        return rq_queue.enqueue_in(timedelta(seconds=wait), job.func, *args, **options)
+    return rq_queue.enqueue(job.func, *args, **options)
 
 
 def backlog():
@@ -272,7 +246,7 @@ def ready_steps(statuses):
 
 
 def enqueue_step(step_run, pipe=None):
-    _enqueue(step_run, retry_delays(STEP_BY_NAME[step_run.name]), pipe=pipe)
+    _enqueue(step_run, pipe=pipe)
 
 
 def enqueue_retry(step_run, wait, delays):
@@ -286,24 +260,12 @@ def enqueue_retry(step_run, wait, delays):
                     step_run.submission_id, step_run.name, exc)
 
 
-def _enqueue(step_run, delays, pipe=None, wait=None):
+def _enqueue(step_run, delays=None, pipe=None, wait=None):
     step = STEP_BY_NAME[step_run.name]
-    options = dict(
-        job_id=step_run.job_id,
-        job_timeout=step.timeout,
-        retry=Retry(max=len(delays), interval=delays) if delays else None,
-        result_ttl=3600,
-        failure_ttl=FAILED_JOB_TTL,
-        description=f"{step.name} submission {step_run.submission_id}",
-        meta={"submission_id": step_run.submission_id, "step": step.name},
-        pipeline=pipe,
-    )
-    rq_queue = queue(step.queue)
-    if wait:
-        rq_queue.enqueue_in(timedelta(seconds=wait), "jobs.runner.run_step",
-                            step_run.submission_id, step.name, **options)
-    else:
-        rq_queue.enqueue("jobs.runner.run_step", step_run.submission_id, step.name, **options)
+    enqueue(step.job, step_run.submission_id, step.name, wait=wait, delays=delays, pipe=pipe,
+            job_id=step_run.job_id,
+            description=f"{step.name} submission {step_run.submission_id}",
+            meta={"submission_id": step_run.submission_id, "step": step.name})
 
 
 def enqueue_claimed(submission_id, claimed):

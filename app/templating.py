@@ -4,7 +4,7 @@ from flask_wtf.csrf import generate_csrf
 
 from app.events.topics import submission_topic, user_topic
 from app.models import utcnow
-from app.pipeline import STEP_BY_NAME
+from app.steps import STEP_BY_NAME
 from app.wording import student_step_detail, student_submission_detail
 
 

@@ -12,7 +12,7 @@ from app.api.routes import submission_json
 from app.errors import RequestRefused, error_response
 from app.extensions import csrf, db
 from app.models import Assignment
-from app.pipeline import STEPS
+from app.steps import STEPS
 from app.submissions.access import require_user
 from app.submissions.intake import accept_upload, check_readable_form
 from jobs.runner import run_step

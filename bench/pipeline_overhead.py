@@ -15,7 +15,7 @@ import statistics
 import time
 from datetime import timedelta
 
-from rq import Retry, SimpleWorker
+from rq import SimpleWorker
 from sqlalchemy import event
 
 from bench.report import Table
@@ -162,7 +162,8 @@ def ready_submissions(cohort, stored, step, count):
 def enqueue(step_name, variant, submission_id):
     from app.extensions import db
     from app.models import StepRun
-    from app.pipeline import STEP_BY_NAME, enqueue_step, queue, retry_delays
+    from app.pipeline import enqueue_step, queue, retry_policy
+    from app.steps import STEP_BY_NAME
 
     step_run = db.session.execute(
         db.select(StepRun).filter_by(submission_id=submission_id, name=step_name)
@@ -171,10 +172,9 @@ def enqueue(step_name, variant, submission_id):
         enqueue_step(step_run)
         return
     step = STEP_BY_NAME[step_name]
-    delays = retry_delays(step)
     queue(step.queue).enqueue(
         bare_step, submission_id, step_name, job_id=step_run.job_id, job_timeout=step.timeout,
-        retry=Retry(max=len(delays), interval=delays), result_ttl=3600,
+        retry=retry_policy(step), result_ttl=3600,
         description=f"{step_name} submission {submission_id}",
         meta={"submission_id": submission_id, "step": step_name},
     )

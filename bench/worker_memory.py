@@ -127,7 +127,7 @@ def measure(stack, jobs, jobs_per_process):
 
 
 def queues():
-    from app.pipeline import STEP_BY_NAME
+    from app.steps import STEP_BY_NAME
 
     return sorted({STEP_BY_NAME[name].queue for name in STEPS})
 

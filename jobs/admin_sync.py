@@ -1,7 +1,7 @@
 from flask import current_app
 
-from app.pipeline import StepSkipped
 from app.services import admin_sync
+from app.steps import StepSkipped
 
 
 def perform(submission, step_run):

@@ -26,8 +26,9 @@ from app.models import (
     Submission,
     utcnow,
 )
-from app.pipeline import Refused
+from app.pipeline import retry_no_more
 from app.services import mailer
+from app.steps import Refused
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def send_grade_email(submission_id):
         detail = mailer.deliver(row, current_app.config)
     except Refused as refused:
         if job is not None:
-            job.retries_left = 0  # the same again would be refused; the reconciler tries later
+            retry_no_more(job)  # the same again would be refused; the reconciler tries later
         log.warning("event=grade_email_refused submission_id=%s reason=%r",
                     submission_id, str(refused))
         raise

@@ -1,6 +1,8 @@
 """Periodic upkeep: the reconciler that makes the database, not Redis, the source of truth."""
 
 import logging
+import signal
+import sys
 import time
 from datetime import UTC, timedelta
 
@@ -22,6 +24,7 @@ from app.grades.release import (
 )
 from app.inbound import apply_job_id, enqueue_apply
 from app.models import Grade, InboundMessage, OutboxEmail, StepRun, Submission, utcnow
+from app.steps import PERIODIC, QUEUES
 from jobs.redis_outage import REDIS_DOWN, wait_for_redis
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ def _waiting_job_ids(redis):
     # One MULTI: a retry the scheduler moves from its registry to its queue meanwhile is seen
     # in one or the other, not in neither.
     pipe = redis.pipeline(transaction=True)
-    for name in pipeline.QUEUES:
+    for name in QUEUES:
         rq_queue = pipeline.queue(name)
         pipe.lrange(rq_queue.key, 0, -1)
         pipe.zrange(ScheduledJobRegistry(queue=rq_queue).key, 0, -1)
@@ -137,7 +140,7 @@ def enqueue_due_retries(redis):
     """Move due retries into their queues wherever no live RQ scheduler holds the lock."""
     # When the worker whose scheduler moves retries is killed (or its scheduler dies with
     # Redis), the other workers try to take the lock over only every ten minutes.
-    scheduler = RQScheduler(pipeline.QUEUES, connection=redis)
+    scheduler = RQScheduler(QUEUES, connection=redis)
     orphaned = scheduler.acquire_locks()
     try:
         if orphaned:
@@ -285,20 +288,15 @@ def reconcile():
     return summary
 
 
-PERIODIC = {
-    "periodic-reconcile": ("jobs.maintenance.reconcile", "RECONCILE_EVERY_SECONDS"),
-    "periodic-rollup": ("jobs.rollup.roll_up", "ROLLUP_EVERY_SECONDS"),
-}
-
-
 class MaintenanceScheduler(Scheduler):
     """rq-scheduler that waits out a Redis outage (stopped, restarted empty) and puts its
     periodic jobs back if Redis lost them (flush, restart)."""
 
     def run(self, burst=False):
-        # Installed again by each run; here first so that a stop signal ends the process
-        # cleanly while it waits for a Redis that was down as it started.
-        self._install_signal_handlers()
+        # Each run installs rq-scheduler's own stop handlers once it is registered; until then,
+        # waiting for a Redis that was down as it started, a stop signal ends the process.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: sys.exit())
         while True:
             try:
                 return super().run(burst=burst)
@@ -337,12 +335,14 @@ def scheduler_for(interval=5.0):
 
 
 def schedule_periodic(scheduler, only=None):
+    """Each periodic job of app/steps.py's table, due now and then every interval."""
     for job_id in only or PERIODIC:
         if job_id in scheduler:
             scheduler.cancel(job_id)
-        func, setting = PERIODIC[job_id]
-        every = current_app.config[setting]
+        job = PERIODIC[job_id]
+        every = current_app.config[job.every]
         scheduler.schedule(
-            scheduled_time=utcnow().replace(tzinfo=None), func=func, interval=every,
-            repeat=None, id=job_id, queue_name="maintenance", result_ttl=every * 3,
+            scheduled_time=utcnow().replace(tzinfo=None), func=job.func, interval=every,
+            repeat=None, id=job_id, queue_name=job.queue, timeout=job.timeout,
+            result_ttl=job.result_ttl or every * 3,
         )

@@ -16,7 +16,7 @@ from app.events.topics import ADMIN_DASHBOARD
 from app.extensions import db, get_redis
 from app.models import Event, EventTopic, StepRun, Submission, utcnow
 from app.ops import dashboard, metrics, queues
-from app.pipeline import STEPS
+from app.steps import STEPS
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The one RQ entry point for pipeline steps: it loads the submission, records the step's
 progress, runs the step's own module and decides what comes next. Steps the finished one made
 ready run on in the same job when they are inline steps on a queue this worker serves
-(pipeline.Step.inline): each with its own attempt, time limit and retries."""
+(Step.inline in app/steps.py): each with its own attempt, time limit and retries."""
 
 import importlib
 import logging
@@ -19,6 +19,7 @@ from app import pipeline
 from app.extensions import db
 from app.models import Assignment, StepRun, Submission
 from app.ops import metrics
+from app.steps import STEP_BY_NAME, Refused, RetryLater, StepSkipped, SubmissionRejected
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def run_step(submission_id, step_name):
         status, run_on = _run_step(submission_id, step_name, job)
         while run_on:
             step_run = run_on.pop(0)
-            with own_time_limit(pipeline.STEP_BY_NAME[step_run.name].timeout):
+            with own_time_limit(STEP_BY_NAME[step_run.name].timeout):
                 run_on += _attempt(step_run, job, inline=True)[1]
         return status
 
@@ -131,10 +132,10 @@ def _attempt(step_run, job, inline):
     submission = step_run.submission
     try:
         detail = _perform(step_run.name)(submission, step_run)
-    except pipeline.StepSkipped as skipped:
+    except StepSkipped as skipped:
         db.session.rollback()
         pipeline.record_step(step_run, "skipped", str(skipped))
-    except pipeline.SubmissionRejected as rejected:
+    except SubmissionRejected as rejected:
         db.session.rollback()
         pipeline.record_step(step_run, "failed", str(rejected), error=str(rejected))
         pipeline.skip_remaining(submission, "Not run: the file was not accepted")
@@ -160,8 +161,8 @@ def _record_failure(step_run, job, exc, inline):
     """A step of the job's own is retried by RQ, as the job's retry policy says; the next
     attempt of one run on in another step's job is scheduled here, as its own job."""
     error = f"{type(exc).__name__}: {exc}"
-    step = pipeline.STEP_BY_NAME[step_run.name]
-    refused = isinstance(exc, pipeline.Refused)
+    step = STEP_BY_NAME[step_run.name]
+    refused = isinstance(exc, Refused)
     wait = None
     if inline:
         retries_left = 0 if refused else step.max_attempts - step_run.attempts
@@ -170,14 +171,14 @@ def _record_failure(step_run, job, exc, inline):
         wait = delays[0] if delays else None
     else:
         if refused and job is not None:
-            job.retries_left = 0  # RQ files the job as failed instead of retrying it
+            pipeline.retry_no_more(job)
         retries_left = job.retries_left if job is not None and job.retries_left else 0
-    if retries_left and isinstance(exc, pipeline.RetryLater):
+    if retries_left and isinstance(exc, RetryLater):
         if inline:
             wait = max(wait, math.ceil(exc.delay) + 1)
             delay = wait
         else:
-            delay = _postpone_next_retry(job, exc.delay)
+            delay = pipeline.retry_not_before(job, exc.delay)
         pipeline.record_step(
             step_run, "retrying",
             f"{exc}; trying again in {delay} s "
@@ -209,14 +210,3 @@ def _record_failure(step_run, job, exc, inline):
     log.warning("event=step_error submission_id=%s step=%s job_id=%s error=%r",
                 step_run.submission_id, step_run.name, step_run.job_id, error)
 
-
-def _postpone_next_retry(job, delay):
-    """Make RQ's coming retry of this job wait at least `delay` seconds; returns the wait."""
-    intervals = list(job.retry_intervals or [0])
-    # The same slot RQ's Job.get_retry_interval reads when it schedules the retry.
-    slot = max(len(intervals) - job.retries_left, 0)
-    # RQ rounds scheduled times down to the second; the extra second keeps the retry from
-    # running early.
-    intervals[slot] = max(intervals[slot], math.ceil(delay) + 1)
-    job.retry_intervals = intervals
-    return intervals[slot]

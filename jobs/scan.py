@@ -4,9 +4,9 @@ from pathlib import Path
 from flask import current_app
 
 from app.extensions import db
-from app.pipeline import SubmissionRejected
 from app.services import clamav
 from app.services.storage import storage_for
+from app.steps import SubmissionRejected
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 from flask import current_app
 
-from app.pipeline import STEP_BY_NAME, StepSkipped
 from app.services import thumbnails
 from app.services.preview_process import PreviewProcess
 from app.services.storage import storage_for
+from app.steps import STEP_BY_NAME, StepSkipped
 
 # One child drawing previews per worker process, started at the first preview.
 PREVIEWS = PreviewProcess()

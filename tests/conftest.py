@@ -18,7 +18,7 @@ from app import create_app  # noqa: E402
 from app.events.hub import stop_hub  # noqa: E402
 from app.extensions import db, get_redis  # noqa: E402
 from app.models import Assignment, Course, Enrollment, User, utcnow  # noqa: E402
-from app.pipeline import QUEUES  # noqa: E402
+from app.steps import QUEUES  # noqa: E402
 from jobs.runner import serving  # noqa: E402
 from tests.services import RedisServer, postgres_admin_url  # noqa: E402
 

@@ -15,7 +15,7 @@ from rq.registry import ScheduledJobRegistry
 from app import pipeline
 from app.extensions import db, get_redis
 from app.models import StepRun
-from app.pipeline import QUEUES
+from app.steps import QUEUES
 from simulators.admin_records import AdminRecordsSimulator
 from simulators.turnitin import TurnitinSimulator
 

@@ -28,7 +28,7 @@ from app.models import (
     Submission,
     utcnow,
 )
-from app.pipeline import QUEUES
+from app.steps import QUEUES
 from tests.conftest import Auth, csrf_from, run_jobs
 
 SECRET_TEXT = b"Alice's own argument: queues decouple acceptance from processing. ALICE-7f3a\n"

@@ -8,7 +8,7 @@ import pytest
 
 from app.extensions import db
 from app.models import Event, Submission
-from app.pipeline import QUEUES
+from app.steps import QUEUES
 from jobs import runner
 from tests.conftest import run_jobs
 from tests.helpers import upload_api

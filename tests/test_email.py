@@ -16,8 +16,8 @@ from sqlalchemy import update
 from app import pipeline
 from app.extensions import db, get_redis
 from app.models import OutboxEmail, StepRun, Submission
-from app.pipeline import QUEUES
 from app.services import mailer
+from app.steps import QUEUES, STEP_BY_NAME
 from tests.conftest import ROOT, process_env, run_jobs
 from tests.helpers import (
     descendants,
@@ -151,7 +151,7 @@ def test_a_recipient_refused_for_now_is_tried_again(app, client, auth, world, sm
 
     step = email_step(submission_id)
     assert step.status == "failed"
-    assert step.attempts == pipeline.STEP_BY_NAME["email"].max_attempts
+    assert step.attempts == STEP_BY_NAME["email"].max_attempts
     assert step.detail.startswith("Gave up after")
     assert "450" in step.last_error
     assert smtp.messages == []

@@ -20,7 +20,7 @@ from app.models import (
     Submission,
     utcnow,
 )
-from app.pipeline import QUEUES
+from app.steps import QUEUES
 from tests.conftest import csrf_from, run_jobs
 from tests.helpers import upload_api
 from tests.smtp import SmtpServer

@@ -12,7 +12,8 @@ from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from app.extensions import db, get_redis
 from app.models import Event, StepRun
-from app.pipeline import STEP_BY_NAME, queue
+from app.pipeline import queue
+from app.steps import STEP_BY_NAME
 from jobs.runner import own_time_limit, serving
 from tests.conftest import Auth, run_jobs
 from tests.helpers import upload_api

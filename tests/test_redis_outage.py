@@ -13,8 +13,8 @@ from rq import Queue, Worker
 
 from app.extensions import db, get_redis
 from app.models import Submission
-from app.pipeline import QUEUES
-from jobs.maintenance import PERIODIC, scheduler_for
+from app.steps import PERIODIC, QUEUES
+from jobs.maintenance import scheduler_for
 from tests.conftest import ROOT, process_env
 from tests.helpers import kill_tree, paused, upload_api, wait_until
 from tests.services import RedisServer

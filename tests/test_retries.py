@@ -5,7 +5,8 @@ from rq import SimpleWorker
 
 from app.extensions import db, get_redis
 from app.models import StepRun, Submission
-from app.pipeline import QUEUES, STEP_BY_NAME, queue, requeue_step, retry_delays
+from app.pipeline import queue, requeue_step, retry_delays
+from app.steps import QUEUES, STEP_BY_NAME
 from tests.conftest import Auth, csrf_from, run_jobs
 from tests.helpers import only_submission, upload_form
 from tests.services import free_port
@@ -231,7 +232,7 @@ def test_steps_that_use_a_service_keep_trying_through_an_outage_of_minutes(app, 
         # Even with every wait jittered to its shortest, the last attempt comes this late.
         assert sum(delays) >= minutes * 60
         # And none waits longer than its cap allows, so work resumes soon after the outage.
-        assert max(delays) <= step.max_backoff * 1.5
+        assert max(delays) <= step.retry.cap * 1.5
 
 
 def test_scan_retries_again_within_a_minute_and_a_half_once_the_scanner_is_back(app):

@@ -8,9 +8,9 @@ from rq import SimpleWorker
 
 from app.extensions import db, get_redis
 from app.models import Submission
-from app.pipeline import STEP_BY_NAME
 from app.services import clamav
 from app.services.storage import storage_for
+from app.steps import STEP_BY_NAME
 from jobs.runner import run_step
 from scripts import clamd_local
 from tests import samples

@@ -47,12 +47,11 @@ def test_procfile_declares_the_four_processes():
 
 
 def test_worker_loads_every_job_module_before_it_forks(app):
-    from app.pipeline import STEPS
-    from jobs.maintenance import PERIODIC
+    from app.steps import PERIODIC, STEPS
 
     # Every function an RQ job of ours names, and every step a pipeline job runs.
     named = ["jobs.runner.run_step", "jobs.grades.release", "jobs.grades.send_grade_email",
-             *(path for path, _ in PERIODIC.values()),
+             *(job.func for job in PERIODIC.values()),
              *(f"jobs.{step.name}.perform" for step in STEPS)]
     # The worker as `python worker.py` builds it, in a fresh process, just before it would fork.
     script = ("import sys, worker\nfrom app import create_app\n"

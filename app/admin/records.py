@@ -30,7 +30,8 @@ from app.models import (
     User,
     utcnow,
 )
-from app.pipeline import STEP_BY_NAME, requeue_step
+from app.pipeline import requeue_step
+from app.steps import STEP_BY_NAME
 from app.submissions.requeue import requeue_answer
 from app.templating import local_time
 

@@ -10,7 +10,6 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 # Named here too: app/pipeline.py and app/grades/release.py import it from this module.
-from app.events.topics import submission_topics  # noqa: F401
 from app.extensions import db, get_redis
 from app.models import Event, EventTopic, utcnow
 

@@ -8,19 +8,20 @@ import math
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from flask import current_app
 from redis.exceptions import RedisError
-from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq_scheduler import Scheduler
 from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
-from app.events.publisher import emit, submission_topics
+from app.events.publisher import emit
+from app.events.topics import submission_topics
 from app.extensions import db, get_redis
 from app.grades.marking import emit_grade, emit_marking, is_markable, markable_ids
 from app.models import Assignment, Grade, utcnow
+from app.pipeline import carry_policy, enqueue
+from app.steps import JOBS
 
 log = logging.getLogger(__name__)
 
@@ -30,48 +31,30 @@ SCHEDULER_LEAD = timedelta(seconds=2)
 # A scheduler polls every few seconds; a due job left this long has nobody to move it.
 SCHEDULER_STALLED = timedelta(seconds=60)
 
-# Job policy for the release and its emails (jobs/grades.py); queue names are in app/pipeline.py.
-QUEUE = "grades"
-RELEASE_TIMEOUT = 600
-RELEASE_RETRY_DELAYS = (5, 15, 60, 300)
-EMAIL_QUEUE = "email"
-EMAIL_TIMEOUT = 60
-EMAIL_RETRY_DELAYS = (15, 30, 60, 120, 300, 600, 600)
-RESULT_TTL = 24 * 3600
-FAILURE_TTL = 30 * 24 * 3600
+# The release job and the grade email job (jobs/grades.py); their policy (queue, time limit,
+# retries, TTLs) is in app/steps.py's table.
+RELEASE = JOBS["release"]
+GRADE_EMAIL = JOBS["grade_email"]
 LIVE_JOB_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
                      JobStatus.STARTED}
 
 
-def retry_policy(delays):
-    scale = current_app.config["RETRY_BACKOFF_SCALE"]
-    return Retry(max=len(delays), interval=[round(delay * scale) for delay in delays])
-
-
 def release_scheduler():
-    return Scheduler(queue_name=QUEUE, connection=get_redis())
+    return Scheduler(queue_name=RELEASE.queue, connection=get_redis())
 
 
 def enqueue_release(assignment_id, job_id, at=None):
     """Queue the release job at once, or hand it to rq-scheduler to queue at `at`."""
-    retry = retry_policy(RELEASE_RETRY_DELAYS)
     description = f"release grades of assignment {assignment_id}"
     if at is None:
-        Queue(QUEUE, connection=get_redis()).enqueue(
-            "jobs.grades.release", assignment_id, job_id=job_id, job_timeout=RELEASE_TIMEOUT,
-            retry=retry, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
-            description=description,
-        )
+        enqueue(RELEASE, assignment_id, job_id=job_id, description=description)
         return
     job = release_scheduler().enqueue_at(
-        at, "jobs.grades.release", assignment_id, job_id=job_id, timeout=RELEASE_TIMEOUT,
-        job_result_ttl=RESULT_TTL, job_description=description,
+        at, RELEASE.func, assignment_id, job_id=job_id, timeout=RELEASE.timeout,
+        job_result_ttl=RELEASE.result_ttl, job_description=description,
     )
-    # enqueue_at takes no retry policy; give the stored job the same one as an immediate release.
-    job.retries_left = retry.max
-    job.retry_intervals = retry.intervals
-    job.failure_ttl = FAILURE_TTL
-    job.save()
+    # rq-scheduler's enqueue_at takes no retry policy: the job gets the immediate release's.
+    carry_policy(job, RELEASE)
 
 
 def cancel_release_job(job_id):
@@ -116,12 +99,8 @@ def enqueue_grade_email(submission_id):
             return False
     except NoSuchJobError:
         pass
-    retry = retry_policy(EMAIL_RETRY_DELAYS)
-    Queue(EMAIL_QUEUE, connection=redis).enqueue(
-        "jobs.grades.send_grade_email", submission_id, job_id=job_id,
-        job_timeout=EMAIL_TIMEOUT, retry=retry, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
-        description=f"grade email for submission {submission_id}",
-    )
+    enqueue(GRADE_EMAIL, submission_id, job_id=job_id,
+            description=f"grade email for submission {submission_id}")
     return True
 
 

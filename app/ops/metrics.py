@@ -12,10 +12,10 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from app import pipeline
 from app.extensions import get_redis
 from app.models import utcnow
 from app.ops import queues
+from app.steps import STEPS
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def step_durations(redis):
     """{step: {"count": n, "sum": seconds, "buckets": {label: n}}} for every pipeline step."""
     raw = _decoded(redis.hgetall(STEP_DURATIONS_KEY))
     result = {}
-    for step in pipeline.STEPS:
+    for step in STEPS:
         buckets = {_bucket_label(b): int(raw.get(f"{step.name}|le={_bucket_label(b)}", 0))
                    for b in DURATION_BUCKETS}
         result[step.name] = {
@@ -118,7 +118,7 @@ def step_durations(redis):
 
 def step_outcomes(redis):
     raw = _decoded(redis.hgetall(STEP_OUTCOMES_KEY))
-    counts = {(step.name, outcome): 0 for step in pipeline.STEPS
+    counts = {(step.name, outcome): 0 for step in STEPS
               for outcome in OUTCOMES}
     for field, value in raw.items():
         step, _, outcome = field.partition("|")

@@ -19,6 +19,7 @@ from rq_scheduler import Scheduler
 from app import pipeline
 from app.extensions import db
 from app.models import StepRun, utcnow
+from app.steps import QUEUES
 
 # The queues page lists at most this many failed jobs per queue, newest first.
 FAILED_SHOWN = 100
@@ -61,7 +62,7 @@ def _age(job, now):
 def queue_states(redis):
     now = utcnow()
     states = []
-    for name in pipeline.QUEUES:
+    for name in QUEUES:
         queue = Queue(name, connection=redis)
         first = queue.get_job_ids(0, 1)
         oldest = Job.fetch_many(first, connection=redis)[0] if first else None
@@ -100,7 +101,7 @@ def workers(redis):
 def scheduled_jobs(redis):
     """Retries waiting out their backoff (RQ's own scheduler) and periodic jobs (rq-scheduler)."""
     rows = []
-    for name in pipeline.QUEUES:
+    for name in QUEUES:
         registry = ScheduledJobRegistry(name, connection=redis)
         for job_id in registry.get_job_ids(cleanup=False):
             job = Job.fetch_many([job_id], connection=redis)[0]
@@ -127,7 +128,7 @@ def _error_of(job):
 
 def failed_jobs(redis):
     rows = []
-    for name in pipeline.QUEUES:
+    for name in QUEUES:
         registry = FailedJobRegistry(name, connection=redis)
         ids = registry.get_job_ids(0, FAILED_SHOWN - 1, desc=True, cleanup=False)
         for job in Job.fetch_many(ids, connection=redis):

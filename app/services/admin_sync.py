@@ -11,8 +11,8 @@ import requests
 
 from app.extensions import db
 from app.models import ExternalRecord
-from app.pipeline import Refused, RetryLater
 from app.services.circuit import refusal, refused_for_good, retry_after_seconds
+from app.steps import Refused, RetryLater
 
 SERVICE = "admin_sync"
 

@@ -27,7 +27,7 @@ from app.deadlines import deadline_for
 from app.extensions import db, get_redis
 from app.links import external_url_for
 from app.models import OutboxEmail, utcnow
-from app.pipeline import Refused
+from app.steps import Refused
 from app.templating import file_size, local_time, utc_time
 
 log = logging.getLogger(__name__)

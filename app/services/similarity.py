@@ -15,7 +15,7 @@ from pathlib import Path
 
 from app.extensions import db
 from app.models import Submission
-from app.pipeline import StepSkipped
+from app.steps import StepSkipped
 
 SHINGLE_WORDS = 5
 MAX_TEXT = 500_000

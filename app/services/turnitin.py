@@ -27,7 +27,6 @@ from urllib3.exceptions import NewConnectionError
 
 from app.extensions import db
 from app.models import ExternalRecord
-from app.pipeline import Refused, RetryLater, StepSkipped
 from app.services.circuit import (
     CircuitBreaker,
     CircuitOpen,
@@ -36,6 +35,7 @@ from app.services.circuit import (
     refused_for_good,
     retry_after_seconds,
 )
+from app.steps import Refused, RetryLater, StepSkipped
 
 log = logging.getLogger(__name__)
 

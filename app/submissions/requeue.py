@@ -3,7 +3,8 @@
 from flask import abort, flash, redirect, url_for
 from flask_login import current_user, login_required
 
-from app.pipeline import STEP_BY_NAME, requeue_step
+from app.pipeline import requeue_step
+from app.steps import STEP_BY_NAME
 from app.submissions import bp
 from app.submissions.access import visible_submission
 

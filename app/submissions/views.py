@@ -19,7 +19,7 @@ from app.messages.conversations import (
 )
 from app.messages.pages import conversation_page, error_answer
 from app.models import Submission
-from app.pipeline import STEP_BY_NAME
+from app.steps import STEP_BY_NAME
 from app.submissions import bp
 from app.submissions.access import assignments_for, enrolled_assignment, visible_submission
 from app.submissions.intake import accept_upload, check_readable_form, release_connection

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from app.extensions import db
 from app.models import Event, ExternalRecord, Submission, User
-from app.pipeline import STEP_BY_NAME, STEPS
+from app.steps import STEP_BY_NAME, STEPS
 
 TERMINAL = ("succeeded", "skipped", "failed")
 RECEIPT_SUBJECT = re.compile(r"\(#(\d+)\)$")

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.extensions import db, get_redis
 from app.models import StepRun, Submission
-from app.pipeline import STEPS
+from app.steps import STEPS
 from tests.faults.checks import Expected
 from tests.helpers import upload_api
 

@@ -11,7 +11,7 @@ from rq.exceptions import SchedulerNotFound
 from rq.scheduler import RQScheduler
 
 from app.extensions import get_redis
-from app.pipeline import STEP_BY_NAME
+from app.steps import STEP_BY_NAME
 from tests.faults import checks
 from tests.faults.workload import uploads
 from tests.helpers import descendants, paused
