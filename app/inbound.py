@@ -28,7 +28,7 @@ from app.events.publisher import emit
 from app.events.topics import ADMIN_DASHBOARD, user_topic
 from app.extensions import db, get_redis
 from app.flash import send_flash
-from app.grades.release import LIVE_JOB_STATUSES
+from app.grades.release_jobs import LIVE_JOB_STATUSES
 from app.links import path_for
 from app.models import Assignment, Course, Enrollment, InboundMessage, User, utcnow
 from app.services.admin_sync import signature

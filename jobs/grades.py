@@ -14,7 +14,7 @@ from app.events.publisher import emit
 from app.events.topics import assignment_topic
 from app.extensions import db
 from app.grades.marking import emit_grade, emit_marking, markable_ids
-from app.grades.release import enqueue_grade_email, grade_email_key
+from app.grades.release_jobs import enqueue_grade_email, grade_email_key
 from app.links import external_url_for, path_for
 from app.models import (
     Assignment,

@@ -17,7 +17,7 @@ from sqlalchemy import String, cast, exists, literal, select, update
 
 from app import pipeline
 from app.extensions import db, get_redis
-from app.grades.release import (
+from app.grades.release_jobs import (
     enqueue_grade_email,
     grade_email_job_id,
     restore_scheduled_releases,

@@ -9,7 +9,7 @@ from rq_scheduler import Scheduler
 from sqlalchemy import update
 
 from app.extensions import db, get_redis
-from app.grades.release import grade_email_job_id
+from app.grades.release_jobs import grade_email_job_id
 from app.models import (
     Assignment,
     Event,

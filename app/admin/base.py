@@ -14,7 +14,8 @@ from markupsafe import Markup
 from wtforms import Choice, DateTimeLocalField, ValidationError
 from wtforms.widgets import DateTimeLocalInput
 
-from app.grades.release import ReleaseError, course_time
+from app.grades.release import ReleaseError
+from app.grades.times import course_time
 from app.templating import utc_time
 
 

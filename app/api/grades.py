@@ -5,17 +5,15 @@ from flask import jsonify, request
 from app.api import bp
 from app.api.routes import iso
 from app.errors import RequestRefused
+from app.grades.marks import GradeError, NotMarkable, save_grade
 from app.grades.release import (
-    GradeError,
-    NotMarkable,
     ReleaseError,
     cancel_release,
-    parse_iso_time,
     release_now,
     release_state,
-    save_grade,
     schedule_release,
 )
+from app.grades.times import parse_iso_time
 from app.submissions.access import require_user, staff_assignment, staff_submission
 
 

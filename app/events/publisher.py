@@ -9,7 +9,6 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-# Named here too: app/pipeline.py and app/grades/release.py import it from this module.
 from app.extensions import db, get_redis
 from app.models import Event, EventTopic, utcnow
 

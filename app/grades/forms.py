@@ -4,7 +4,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
 
 class GradeForm(FlaskForm):
-    # Range-checked against the assignment's maximum by release.parse_score, as the API is.
+    # Range-checked against the assignment's maximum by marks.parse_score, as the API is.
     score = StringField("Score", render_kw={"type": "number", "min": 0, "step": "any"})
     feedback = TextAreaField("Feedback", render_kw={"rows": 3})
 

@@ -21,18 +21,16 @@ from app.grades.forms import (
     WithdrawReleaseForm,
 )
 from app.grades.marking import marking_progress, marking_rows
+from app.grades.marks import GradeError, NotMarkable, save_grade
 from app.grades.release import (
-    GradeError,
-    NotMarkable,
     ReleaseError,
     cancel_release,
-    course_time,
     release_now,
     release_state,
-    save_grade,
     schedule_release,
     withdraw_release,
 )
+from app.grades.times import course_time
 from app.models import Assignment, Enrollment, User
 from app.submissions.access import staff_assignment, staff_submission
 from app.templating import local_time
