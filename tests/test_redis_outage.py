@@ -172,8 +172,10 @@ def test_worker_waits_out_a_hung_redis_in_place_then_works(app, client, auth, wo
                                                            start):
     worker = start("worker", WORKER)
     wait_until(lambda: registered_worker_pids() == [worker.pid], 30, "the worker did not start")
+    # Caught waiting for work, in the blocking dequeue, which the hang must then outlast.
+    wait_until(lambda: any(client.get("cmd") == "blpop" for client in get_redis().client_list()),
+               30, lambda: f"the worker never waited for work:\n{worker.log()[-3000:]}")
 
-    # Caught waiting for work: a blocking dequeue, or the registries' upkeep before it.
     with paused(own_redis.process):
         deadline = time.monotonic() + HANG_SECONDS
         while time.monotonic() < deadline and worker.running():
