@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -26,9 +24,8 @@ from app import pipeline
 from app.deadlines import ExtensionError, extension_in_force, grant_extension, withdraw_extension
 from app.events.publisher import emit
 from app.events.topics import ADMIN_DASHBOARD, user_topic
-from app.extensions import db, get_redis
+from app.extensions import db
 from app.flash import send_flash
-from app.grades.release_jobs import LIVE_JOB_STATUSES
 from app.links import path_for
 from app.models import Assignment, Course, Enrollment, InboundMessage, User, utcnow
 from app.services.admin_sync import signature
@@ -233,16 +230,8 @@ def apply_job_id(inbound_id):
 
 def enqueue_apply(inbound_id):
     """Queue the message's job unless one is already waiting or running."""
-    redis = get_redis()
-    job_id = apply_job_id(inbound_id)
-    try:
-        if Job.fetch(job_id, connection=redis).get_status(refresh=False) in LIVE_JOB_STATUSES:
-            return False
-    except NoSuchJobError:
-        pass
-    pipeline.enqueue(JOBS["inbound"], inbound_id, job_id=job_id,
-                     description=f"apply student-records message {inbound_id}")
-    return True
+    return pipeline.enqueue_once(JOBS["inbound"], apply_job_id(inbound_id), inbound_id,
+                                 description=f"apply student-records message {inbound_id}")
 
 
 def apply_message(inbound_id):

@@ -10,6 +10,7 @@ from datetime import timedelta
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from sqlalchemy import and_, exists, update
@@ -80,6 +81,23 @@ def enqueue(job, *args, wait=None, delays=None, pipe=None, **options):
     if wait:
         return rq_queue.enqueue_in(timedelta(seconds=wait), job.func, *args, **options)
     return rq_queue.enqueue(job.func, *args, **options)
+
+
+LIVE_JOB_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
+                     JobStatus.STARTED}
+
+
+def enqueue_once(job, job_id, *args, **options):
+    """enqueue under `job_id`, unless a job of that id is already waiting or running; True if
+    this call queued it."""
+    try:
+        if Job.fetch(job_id, connection=get_redis()).get_status(refresh=False) \
+                in LIVE_JOB_STATUSES:
+            return False
+    except NoSuchJobError:
+        pass
+    enqueue(job, *args, job_id=job_id, **options)
+    return True
 
 
 def backlog():

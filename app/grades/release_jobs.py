@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from app.extensions import db, get_redis
 from app.models import Assignment, utcnow
-from app.pipeline import carry_policy, enqueue
+from app.pipeline import carry_policy, enqueue, enqueue_once
 from app.steps import JOBS
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,6 @@ RELEASE = JOBS["release"]
 
 
 GRADE_EMAIL = JOBS["grade_email"]
-
-
-LIVE_JOB_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
-                     JobStatus.STARTED}
 
 
 def release_scheduler():
@@ -93,16 +89,8 @@ def grade_email_job_id(submission_id):
 
 def enqueue_grade_email(submission_id):
     """Queue the student's grade email unless a job for it is already waiting or running."""
-    redis = get_redis()
-    job_id = grade_email_job_id(submission_id)
-    try:
-        if Job.fetch(job_id, connection=redis).get_status(refresh=False) in LIVE_JOB_STATUSES:
-            return False
-    except NoSuchJobError:
-        pass
-    enqueue(GRADE_EMAIL, submission_id, job_id=job_id,
-            description=f"grade email for submission {submission_id}")
-    return True
+    return enqueue_once(GRADE_EMAIL, grade_email_job_id(submission_id), submission_id,
+                        description=f"grade email for submission {submission_id}")
 
 
 def restore_scheduled_releases():

@@ -18,7 +18,7 @@ def requeue(submission_id, step_name):
     step_run = submission.step(step_name)
     if step_run is None:
         abort(404)
-    kind, sentence = requeue_answer(step_run, requeue_step(step_run))
+    _, sentence = requeue_answer(step_run, requeue_step(step_run))
     flash(sentence, "info")
     return redirect(url_for("submissions.detail", submission_id=submission.id), 303)
 
