@@ -14,6 +14,7 @@ from aiosmtpd.controller import Controller
 from tests.services import free_port
 
 ACCEPTED = "250 2.0.0 Message accepted for delivery"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down"
 
 
 class _SessionTrackingController(Controller):
@@ -31,11 +32,23 @@ class _SessionTrackingController(Controller):
     async def close_sessions(self):
         # As a mail server shutting down does: a reply already written (a message accepted)
         # still goes out before the connection closes; a transaction not yet accepted is cut
-        # off. (drop_after_accept models a reply lost after acceptance.)
-        for session in self.sessions:
-            if session.transport is not None:
-                session.transport.close()
-        await asyncio.sleep(0)  # let each transport finish closing its socket
+        # off (handle_DATA refuses a message whose connection is closing). drop_after_accept
+        # models a reply lost after acceptance.
+        # First, accept no new connections. Closing the asyncio server here instead would
+        # strand a connection accepted a moment before: its transport could no longer attach
+        # to a closed server, and its socket would be left open.
+        loop = asyncio.get_running_loop()
+        for sock in self.server.sockets:
+            loop.remove_reader(sock.fileno())
+        for _ in range(20):  # a connection accepted just before may only now have a session
+            transports = [s.transport for s in self.sessions if s.transport is not None]
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            if not transports and not tasks:
+                return
+            for transport in transports:
+                transport.close()
+            # Let each connection's task see its transport go and end, closing its socket.
+            await asyncio.wait(tasks, timeout=1) if tasks else await asyncio.sleep(0.01)
 
 
 class SmtpServer:
@@ -104,6 +117,11 @@ class SmtpServer:
 
     async def handle_DATA(self, server, session, envelope):
         await self._stall("DATA")
+        if server.transport is None or server.transport.is_closing():
+            # Stopping closed this connection after the message arrived but before it was
+            # taken: a reply written now would be dropped, so the client never hears of an
+            # acceptance, and a server that kept the message would deliver it twice.
+            return SHUTTING_DOWN
         self._note(message=message_from_bytes(envelope.content, policy=policy.default))
         if self._drop_after_accept:
             server.transport.abort()
