@@ -135,6 +135,17 @@ class Client(FlaskClient):
         return request
 
 
+LIVE_HEARTBEAT = 0.2  # seconds between heartbeats on a test's event streams
+
+
+@pytest.fixture
+def live_events(app):
+    """Event streams quick enough for a test to watch: a heartbeat every LIVE_HEARTBEAT seconds,
+    and half a second's wait for an event id that arrives out of order."""
+    app.config.update(SSE_HEARTBEAT_SECONDS=LIVE_HEARTBEAT, SSE_GAP_WAIT_SECONDS=0.5)
+    return app
+
+
 @pytest.fixture
 def client(app):
     return app.test_client()

@@ -14,20 +14,15 @@ from app.extensions import db
 from app.models import Event, EventTopic, Submission
 from app.ops import metrics
 from app.pipeline import create_steps, record_step
-from tests.conftest import PASSWORD, Auth, process_env
+from tests.conftest import LIVE_HEARTBEAT, PASSWORD, Auth, process_env
 from tests.e2e.live import SocketStream, StreamReader, browser, client_for, follow, open_stream
 from tests.e2e.servers import WebServer
 from tests.helpers import paused, wait_until
 from tests.services import RedisServer
 
-HEARTBEAT = 0.2
+pytestmark = pytest.mark.usefixtures("live_events")
 
-
-@pytest.fixture(autouse=True)
-def live_settings(app):
-    app.config.update(SSE_HEARTBEAT_SECONDS=HEARTBEAT, SSE_GAP_WAIT_SECONDS=0.5)
-    yield
-    event_hub.stop_hub()
+HEARTBEAT = LIVE_HEARTBEAT
 
 
 @pytest.fixture

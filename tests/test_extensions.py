@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from app.deadlines import grant_extension, withdraw_extension
-from app.events import hub as event_hub
 from app.extensions import db
 from app.models import Assignment, Extension, FlashMessage, Submission, User, utcnow
 from app.services.mailer import receipt_body
@@ -17,15 +16,10 @@ from tests.conftest import Auth, csrf_from
 from tests.e2e.live import client_for, follow
 from tests.helpers import logged_in, upload_api, upload_form
 
+pytestmark = pytest.mark.usefixtures("live_events")
+
 ESSAY = b"My essay, at last.\n"
 LONDON = ZoneInfo("Europe/London")
-
-
-@pytest.fixture(autouse=True)
-def live_settings(app):
-    app.config.update(SSE_HEARTBEAT_SECONDS=0.2, SSE_GAP_WAIT_SECONDS=0.5)
-    yield
-    event_hub.stop_hub()
 
 
 @pytest.fixture

@@ -3,19 +3,13 @@ import re
 
 import pytest
 
-from app.events import hub as event_hub
 from app.extensions import db
 from app.flash import send_flash
 from app.models import FlashMessage
 from tests.conftest import Auth, csrf_from
 from tests.e2e.live import browser, client_for, follow
 
-
-@pytest.fixture(autouse=True)
-def live_settings(app):
-    app.config.update(SSE_HEARTBEAT_SECONDS=0.2, SSE_GAP_WAIT_SECONDS=0.5)
-    yield
-    event_hub.stop_hub()
+pytestmark = pytest.mark.usefixtures("live_events")
 
 
 @pytest.fixture

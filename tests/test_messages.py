@@ -6,22 +6,16 @@ import re
 
 import pytest
 
-from app.events import hub as event_hub
 from app.extensions import db
 from app.messages.text import linkify
 from app.models import Event, FlashMessage, Message
-from tests.conftest import Auth, csrf_from
+from tests.conftest import LIVE_HEARTBEAT, Auth, csrf_from
 from tests.e2e.live import browser, client_for, follow, open_stream
 from tests.helpers import logged_in
 
-HEARTBEAT = 0.2
+pytestmark = pytest.mark.usefixtures("live_events")
 
-
-@pytest.fixture(autouse=True)
-def live_settings(app):
-    app.config.update(SSE_HEARTBEAT_SECONDS=HEARTBEAT, SSE_GAP_WAIT_SECONDS=0.5)
-    yield
-    event_hub.stop_hub()
+HEARTBEAT = LIVE_HEARTBEAT
 
 
 @pytest.fixture
