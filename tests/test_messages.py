@@ -403,6 +403,28 @@ def test_unread_counts_follow_the_courses_topics_live(app, ids):
     reader.close()
 
 
+def test_reading_a_conversation_tells_the_readers_other_pages_and_no_one_else(app, ids):
+    alice = logged_in(app, "alice@uni.test")
+    posted = api_post(app, "bob", essay_api(ids), "Read me in another tab").get_json()
+    mine = follow(client_for(app, "alice"), f"user.{ids.alice}")
+    bobs = follow(client_for(app, "bob"), f"user.{ids.bob}")
+
+    alice.get(f"/assignments/{ids.essay}")  # the page that shows it marks it read
+    [frame] = mine.events(1)
+    assert frame.event == "read"
+    assert frame.data == {"conversation": f"assignment.{ids.essay}", "upto": posted["id"]}
+
+    # Nothing new read, nothing said: opening it again, or an older message, moves no mark.
+    alice.get(f"/assignments/{ids.essay}")
+    older = app.test_client().post(f"/api/v1/messages/{posted['id']}/read",
+                                   headers=token(app, "alice"))
+    assert older.status_code == 200
+    assert mine.events_within(3 * HEARTBEAT) == []
+    assert bobs.events_within(HEARTBEAT) == []
+    mine.close()
+    bobs.close()
+
+
 # --- who may follow and open what --------------------------------------------------------------
 
 

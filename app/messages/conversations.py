@@ -330,15 +330,19 @@ def _forget_words(message, conversation):
 # --- what is unread ---------------------------------------------------------------------------
 
 def mark_read(user, conversation, upto_id):
-    """Remember that the user has seen the conversation up to this message (never backwards)."""
+    """Remember that the user has seen the conversation up to this message (never backwards).
+    When that moves their mark, a "read" event on their own topic has their other open pages
+    count again, so a badge another tab still shows goes."""
     insert = (postgresql.insert if db.session.get_bind().dialect.name == "postgresql"
               else sqlite.insert)
     statement = insert(MessageRead).values(user_id=user.id, conversation=conversation.key,
                                            last_read_id=upto_id)
-    db.session.execute(statement.on_conflict_do_update(
+    moved = db.session.execute(statement.on_conflict_do_update(
         index_elements=["user_id", "conversation"],
         set_={"last_read_id": statement.excluded.last_read_id},
-        where=MessageRead.last_read_id < statement.excluded.last_read_id))
+        where=MessageRead.last_read_id < statement.excluded.last_read_id)).rowcount
+    if moved:
+        emit("read", {"conversation": conversation.key, "upto": upto_id}, [user_topic(user.id)])
     db.session.commit()
 
 

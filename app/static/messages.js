@@ -1,7 +1,8 @@
 // Conversations, live: messages arrive, are pinned, unpinned and hidden on every open page of
-// their course or assignment ("message" events), unread counts go up as others write, and the
-// form posts without leaving the page. A message's html is the server's escaping of its text
-// with only the links it made (app/messages/text.py): never HTML a user wrote.
+// their course or assignment ("message" events), unread counts go up as others write and down
+// as the user reads in another tab ("read" events), and the form posts without leaving the
+// page. A message's html is the server's escaping of its text with only the links it made
+// (app/messages/text.py): never HTML a user wrote.
 (function () {
   if (!window.submissionsLive) return;
   const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
@@ -34,8 +35,8 @@
   }
 
   let recountTimer = null;
-  // A hidden message may or may not have been counted: ask the page again, a moment later
-  // (spread out, so every open page does not ask at once).
+  // A hidden message may or may not have been counted, and a read one no longer is: ask the
+  // page again, a moment later (spread out, so every open page does not ask at once).
   function recount() {
     if (recountTimer) return;
     recountTimer = setTimeout(async () => {
@@ -46,7 +47,9 @@
       document.querySelectorAll("[data-unread-for]").forEach((el) => {
         const selector = `[data-unread-for="${CSS.escape(el.dataset.unreadFor)}"]`;
         const now = fresh.querySelector(selector);
-        if (now) showCount(el, Number(now.dataset.unread));
+        if (!now) return;
+        showCount(el, Number(now.dataset.unread));
+        el.dataset.countedUpto = now.dataset.countedUpto || el.dataset.countedUpto;
       });
     }, 300 + Math.random() * 1500);
   }
@@ -219,6 +222,11 @@
     } else if (message.change === "hidden") {
       recount();
     }
+  });
+
+  // This user read a conversation, here or in another tab: its badges on this page count again.
+  window.submissionsLive.on("read", (read) => {
+    if (badgesFor(read).length) recount();
   });
 
   if (!section) return;

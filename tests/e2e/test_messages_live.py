@@ -2,7 +2,8 @@
 gunicorn: what one writes appears on the other's open page without a reload, with its link
 clickable and its markup shown as text; staff hide it and it leaves both pages at once; staff
 pin an announcement and the student's page shows it, and the notice, as it happens; and the
-student's assignment list counts what is new as it arrives."""
+student's assignment list counts what is new as it arrives, and forgets it once it is read in
+another tab."""
 
 import pytest
 from playwright.sync_api import expect
@@ -68,3 +69,12 @@ def test_a_message_appears_live_on_the_other_open_page_and_a_hide_removes_it(
     staff.fill("#message-body", "One more thing about the essay.")
     staff.click("#send-message")
     expect(badge).to_have_text("1 new", timeout=LIVE_WAIT_MS)
+
+    # Read in another tab, the message is no longer new on the list still open in this one.
+    student.evaluate("window.stillTheSamePage = true")
+    other_tab = student.context.new_page()
+    other_tab.goto(url)
+    expect(other_tab.locator("#messages")).to_contain_text("One more thing about the essay.")
+    expect(badge).to_be_hidden(timeout=LIVE_WAIT_MS)
+    assert student.evaluate("window.stillTheSamePage") is True
+    other_tab.close()
