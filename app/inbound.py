@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from redis.exceptions import RedisError
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -280,6 +281,30 @@ def give_up(inbound_id, reason):
         .values(state="rejected", detail=reason[:2000], finished_at=utcnow())
     )
     db.session.commit()
+
+
+def apply_again(inbound_ids):
+    """Put rejected messages back to be applied, once an admin has put right what stopped them
+    (a course created, an email address freed). Returns (how many were put back, how many of
+    those Redis did not take: the reconciler queues those once it answers). Messages in any
+    other state are left as they are."""
+    again = db.session.scalars(
+        update(InboundMessage)
+        .where(InboundMessage.id.in_(inbound_ids), InboundMessage.state == "rejected")
+        .values(state="received", detail="To be applied again, at an admin's request.",
+                finished_at=None)
+        .returning(InboundMessage.id)
+    ).all()
+    db.session.commit()
+    unqueued = 0
+    for inbound_id in again:
+        try:
+            enqueue_apply(inbound_id)
+        except RedisError as exc:
+            log.warning("event=inbound_apply_again_unqueued inbound_id=%s error=%r",
+                        inbound_id, exc)
+            unqueued += 1
+    return len(again), unqueued
 
 
 def _finish(row, state, detail):

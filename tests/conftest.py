@@ -135,6 +135,17 @@ class Client(FlaskClient):
         return request
 
 
+@pytest.fixture
+def private_redis(app, tmp_path):
+    """A Redis of this test's own, which it may stop or hang; the app and the processes it
+    starts use it."""
+    server = RedisServer(tmp_path / "redis").start()
+    app.config["REDIS_URL"] = server.url
+    app.extensions.pop("submissions_redis").close()
+    yield server
+    server.stop()
+
+
 LIVE_HEARTBEAT = 0.2  # seconds between heartbeats on a test's event streams
 
 

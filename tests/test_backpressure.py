@@ -16,7 +16,6 @@ from jobs.maintenance import reconcile
 from tests.conftest import PASSWORD, ROOT, Client, csrf_from, process_env, run_jobs
 from tests.e2e.servers import WebServer
 from tests.helpers import only_submission, paused, submission_count, upload_api, upload_form
-from tests.services import RedisServer
 
 ESSAY = b"An essay in a busy hour.\n"
 
@@ -93,16 +92,6 @@ def test_intake_keeps_accepting_when_redis_is_down_and_queues_later(app, client,
     run_jobs()
     body = client.get(accepted.headers["Location"], headers=headers).get_json()
     assert body["status"] == "completed"
-
-
-@pytest.fixture
-def private_redis(app, tmp_path):
-    """A Redis of this test's own, which it may hang; the app and its processes use it."""
-    server = RedisServer(tmp_path / "redis").start()
-    app.config["REDIS_URL"] = server.url
-    app.extensions.pop("submissions_redis").close()
-    yield server
-    server.stop()
 
 
 @pytest.mark.slow

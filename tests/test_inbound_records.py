@@ -25,7 +25,7 @@ from app.models import (
 )
 from jobs.maintenance import reconcile
 from simulators.admin_records import AdminRecordsSimulator, RecordsSender, sign
-from tests.conftest import Auth, process_env, run_jobs
+from tests.conftest import Auth, csrf_from, process_env, run_jobs
 from tests.e2e.live import client_for, follow, open_stream
 from tests.e2e.servers import WebServer
 from tests.helpers import logged_in, upload_form
@@ -378,6 +378,79 @@ def test_admins_see_each_message_with_its_state_and_filter_by_state(app, client,
     assert "enrolment:carol@uni.test:CS101" in details and "Enrolled carol@uni.test" in details
     assert root.get("/admin/inboundmessage/new/").status_code in (302, 403, 404)
     assert logged_in(app, "sam@uni.test").get("/admin/inboundmessage/").status_code == 403
+
+
+def test_an_admin_applies_a_rejected_message_again_once_its_cause_is_put_right(
+        app, client, world):
+    taken = message("student.email_changed", {"email": "alice@uni.test",
+                                              "new_email": "bob@uni.test"})
+    applied = message("enrolment.added", {"email": "carol@uni.test", "course": "CS101"})
+    send(client, taken)
+    send(client, applied)
+    apply_all()
+    assert inbound(taken["message_id"]).detail == \
+        "bob@uni.test is already the email of another account."
+    ids = [str(inbound(m["message_id"]).id) for m in (taken, applied)]
+
+    root = logged_in(app, "root@uni.test")
+    listing = root.get("/admin/inboundmessage/").get_data(as_text=True)
+    assert "Apply again" in listing
+    # Applied again before the cause is put right, it is rejected again, for the same reason.
+    answer = root.post("/admin/inboundmessage/action/", data={
+        "csrf_token": csrf_from(listing), "action": "apply_again", "rowid": ids},
+        follow_redirects=True).get_data(as_text=True)
+    assert "1 message to be applied again" in answer
+    assert inbound(taken["message_id"]).state == "received"
+    apply_all()
+    assert (inbound(taken["message_id"]).state, inbound(taken["message_id"]).detail) == \
+        ("rejected", "bob@uni.test is already the email of another account.")
+
+    # Bob's address changes in the records system, then the admin tries again.
+    send(client, message("student.email_changed", {"email": "bob@uni.test",
+                                                   "new_email": "robert@uni.test"}))
+    apply_all()
+    root.post("/admin/inboundmessage/action/", data={
+        "csrf_token": csrf_from(listing), "action": "apply_again", "rowid": ids[:1]})
+    apply_all()
+    row = inbound(taken["message_id"])
+    assert (row.state, row.detail) == \
+        ("applied", "Changed the email of alice@uni.test to bob@uni.test.")
+    assert user("bob@uni.test").name == "Alice"
+    assert inbound(applied["message_id"]).state == "applied"  # left as it was
+
+    none = root.post("/admin/inboundmessage/action/", data={
+        "csrf_token": csrf_from(listing), "action": "apply_again", "rowid": ids},
+        follow_redirects=True).get_data(as_text=True)
+    assert "None of the selected messages was rejected" in none
+
+
+def test_applying_again_while_redis_is_away_says_so_and_the_reconciler_queues_it(
+        app, client, world, private_redis):
+    taken = message("student.email_changed", {"email": "alice@uni.test",
+                                              "new_email": "bob@uni.test"})
+    send(client, taken)
+    apply_all()
+    send(client, message("student.email_changed", {"email": "bob@uni.test",
+                                                   "new_email": "robert@uni.test"}))
+    apply_all()
+    row_id = inbound(taken["message_id"]).id
+    root = logged_in(app, "root@uni.test")
+    listing = root.get("/admin/inboundmessage/").get_data(as_text=True)
+
+    private_redis.stop()
+    try:
+        answer = root.post("/admin/inboundmessage/action/", data={
+            "csrf_token": csrf_from(listing), "action": "apply_again", "rowid": [str(row_id)]},
+            follow_redirects=True).get_data(as_text=True)
+    finally:
+        private_redis.start()  # empty, as a restarted Redis without persistence comes back
+    assert "Redis did not answer for 1 message" in answer
+    assert inbound(taken["message_id"]).state == "received"
+
+    app.config["RECONCILE_GRACE_SECONDS"] = 0
+    assert reconcile()["messages_requeued"] == 1
+    apply_all()
+    assert inbound(taken["message_id"]).state == "applied"
 
 
 def test_the_reconciler_applies_a_message_whose_job_redis_lost(app, client, world):

@@ -15,7 +15,6 @@ from app.models import StepRun, Submission
 from jobs.maintenance import reconcile
 from tests.conftest import csrf_from, run_jobs
 from tests.helpers import logged_in, paused
-from tests.services import RedisServer
 from tests.test_admin import RecordsSystem, failed_admin_sync
 
 UNREACHABLE = ("Student records was requeued; the queue is unreachable right now, so it will "
@@ -116,16 +115,6 @@ def test_step_that_failed_again_after_a_requeue_leaves_no_failed_job_once_it_run
 
     assert_completed_once(failed, records)
     assert_no_failure_reported(app)
-
-
-@pytest.fixture
-def private_redis(app, tmp_path):
-    """A Redis of this test's own, which it stops or hangs; the app uses it."""
-    server = RedisServer(tmp_path / "redis").start()
-    app.config["REDIS_URL"] = server.url
-    app.extensions.pop("submissions_redis").close()
-    yield server
-    server.stop()
 
 
 @contextmanager

@@ -1,12 +1,19 @@
 """The student-records system's messages, for admins to look through: each with its state
 (received, applied, superseded by a newer change, rejected) and what applying it did or why it
-was not applied. The records system sends them and a worker applies them; here they are read
-only."""
+was not applied. The records system sends them and a worker applies them; an admin who has put
+right what stopped a rejected one applies it again from here."""
 
+from flask import flash
+from flask_admin.actions import action
 from flask_admin.contrib.sqla.filters import FilterEqual
 
+from app import inbound
 from app.admin.base import AdminModelView
 from app.models import INBOUND_KINDS, INBOUND_STATES, InboundMessage
+
+
+def _messages(number):
+    return f"{number} message{'' if number == 1 else 's'}"
 
 
 class InboundMessageView(AdminModelView):
@@ -26,3 +33,18 @@ class InboundMessageView(AdminModelView):
         FilterEqual(InboundMessage.kind, "Kind", options=[(k, k) for k in INBOUND_KINDS]),
     )
     column_default_sort = ("id", True)
+
+    @action("apply_again", "Apply again",
+            "Apply the selected rejected messages again? Do it once what stopped them is put "
+            "right; messages in any other state are left as they are.")
+    def apply_again(self, ids):
+        again, unqueued = inbound.apply_again([int(i) for i in ids])
+        if not again:
+            flash("None of the selected messages was rejected: nothing to apply again.",
+                  "warning")
+            return
+        text = f"{_messages(again)} to be applied again; each row shows the outcome."
+        if unqueued:
+            text += (f" Redis did not answer for {_messages(unqueued)}: they are applied once "
+                     "the reconciler finds Redis again.")
+        flash(text, "success" if not unqueued else "warning")
