@@ -197,6 +197,37 @@
     });
   }
 
+  // The user's own account, changed in the student-records system ("profile" and "enrolment"
+  // events on their topic): the header shows their new name, and a page that lists their
+  // courses (data-redraw-on="enrolment") is drawn again with the courses they now have, its
+  // stream then following the topics of the page as it now is.
+  window.submissionsLive.on("profile", (profile) => {
+    const who = document.querySelector("header .who");
+    if (who) who.textContent = profile.name || profile.email;
+  });
+
+  let redrawing = null;
+  async function redraw() {
+    const response = await fetch(window.location.pathname, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    const freshMain = fresh.getElementById("main");
+    const freshNav = fresh.querySelector("header.top nav");
+    const nav = document.querySelector("header.top nav");
+    if (!freshMain) return;
+    document.getElementById("main").replaceChildren(...freshMain.childNodes);
+    if (nav && freshNav) nav.replaceWith(freshNav);
+    if (source) {
+      source.close();
+      connect();
+    }
+  }
+  window.submissionsLive.on("enrolment", () => {
+    if (!document.querySelector('[data-redraw-on~="enrolment"]')) return;
+    // One redraw at a time; changes that arrive meanwhile are in the next one.
+    redrawing = (redrawing || Promise.resolve()).then(redraw).catch(() => {});
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     if (!document.body.dataset.userId || !window.EventSource) return;
     const receipt = document.getElementById("receipt");

@@ -1,0 +1,64 @@
+"""The student-records system enrols a student in a course, renames them and removes them again
+while their assignment list is open in real Chromium: the list gains the course's assignments,
+follows the course's conversations, shows the new name and loses the course again, all without
+a reload."""
+
+import pytest
+from playwright.sync_api import expect
+
+from app.extensions import db
+from app.models import Message
+from simulators.admin_records import RecordsSender
+from tests.conftest import Auth, run_jobs
+from tests.e2e.conftest import RECORDS_SECRET, login
+from tests.e2e.test_grade_release import LIVE_WAIT_MS
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+URL = "/api/v1/inbound/records"
+
+
+def from_records(app, kind, data):
+    """What the records system would send, applied as the `records` queue's worker would."""
+    body, headers = RecordsSender(URL, RECORDS_SECRET).signed(RecordsSender.message(kind, data))
+    assert app.test_client().post(URL, data=body, headers=headers).status_code == 202
+    run_jobs(["records"])
+
+
+def test_assignment_list_follows_the_students_enrolments_and_name_live(
+        app, web_server, browser_page, world):
+    app.config["ADMIN_SYNC_SECRET"] = RECORDS_SECRET
+    essay_id = world.essay.id
+    page = browser_page
+    login(page, web_server.url, "carol")
+    page.goto(f"{web_server.url}/")
+    essay_row = page.locator(f"#assignment-{essay_id}")
+    expect(page.locator("header .who")).to_have_text("Carol")
+    expect(page.locator("#main")).to_contain_text("ART200")
+    expect(essay_row).to_have_count(0)
+    page.evaluate("window.stillTheSamePage = true")
+
+    from_records(app, "enrolment.added", {"email": "carol@uni.test", "course": "CS101"})
+    expect(essay_row).to_contain_text("Essay", timeout=LIVE_WAIT_MS)
+    expect(page.locator("#courses")).to_contain_text("CS101: Programming")
+    expect(page.locator("#flash-area")).to_contain_text("You are now enrolled in CS101")
+    expect(page.locator("#main")).to_contain_text("ART200")
+
+    # The redrawn list follows the new course's conversations too.
+    badge = page.locator(f'[data-unread-for="assignment.{essay_id}"]')
+    expect(badge).to_be_hidden()
+    posted = app.test_client().post(f"/api/v1/assignments/{essay_id}/messages",
+                                    json={"body": "Welcome, Carol"},
+                                    headers=Auth(app.test_client()).token("bob@uni.test"))
+    assert posted.status_code == 201, posted.get_data(as_text=True)
+    expect(badge).to_have_text("1 new", timeout=LIVE_WAIT_MS)
+
+    from_records(app, "student.renamed", {"email": "carol@uni.test", "name": "Carol Lewis"})
+    expect(page.locator("header .who")).to_have_text("Carol Lewis", timeout=LIVE_WAIT_MS)
+
+    from_records(app, "enrolment.removed", {"email": "carol@uni.test", "course": "CS101"})
+    expect(essay_row).to_have_count(0, timeout=LIVE_WAIT_MS)
+    expect(page.locator("#courses")).not_to_contain_text("CS101")
+    expect(page.locator("#main")).to_contain_text("ART200")
+    assert page.evaluate("window.stillTheSamePage") is True
+    assert db.session.query(Message).count() == 1
