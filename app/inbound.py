@@ -262,7 +262,7 @@ def apply_message(inbound_id):
     except Rejected as exc:
         return _finish(row, "rejected", str(exc))
     except NotYet as exc:
-        waited = utcnow() - row.received_at
+        waited = utcnow() - row.waiting_since
         if waited > WAIT_FOR_SUBJECT:
             minutes = int(waited.total_seconds() // 60)
             return _finish(row, "rejected", f"{exc} (waited {minutes} minutes for a message "
@@ -292,19 +292,19 @@ def apply_again(inbound_ids):
         update(InboundMessage)
         .where(InboundMessage.id.in_(inbound_ids), InboundMessage.state == "rejected")
         .values(state="received", detail="To be applied again, at an admin's request.",
-                finished_at=None)
+                finished_at=None, reapplied_at=utcnow())
         .returning(InboundMessage.id)
     ).all()
     db.session.commit()
-    unqueued = 0
-    for inbound_id in again:
+    for queued, inbound_id in enumerate(again):
         try:
             enqueue_apply(inbound_id)
         except RedisError as exc:
-            log.warning("event=inbound_apply_again_unqueued inbound_id=%s error=%r",
-                        inbound_id, exc)
-            unqueued += 1
-    return len(again), unqueued
+            # The rest would wait as long again each: the reconciler queues them all.
+            log.warning("event=inbound_apply_again_unqueued inbound_id=%s count=%s error=%r",
+                        inbound_id, len(again) - queued, exc)
+            return len(again), len(again) - queued
+    return len(again), 0
 
 
 def _finish(row, state, detail):

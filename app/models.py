@@ -457,10 +457,17 @@ class InboundMessage(db.Model):
     detail: Mapped[str] = mapped_column(Text, default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When an admin last had it applied again after a rejection: a wait for what it needs
+    # starts afresh from then.
+    reapplied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def job_id(self):
         return f"inbound-{self.id}"
+
+    @property
+    def waiting_since(self):
+        return self.reapplied_at or self.received_at
 
 
 class Message(db.Model):

@@ -15,6 +15,7 @@ from tests.services import free_port
 
 ACCEPTED = "250 2.0.0 Message accepted for delivery"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down"
+CLOSE_WITHIN = 5  # seconds stopping waits for open connections to end
 
 
 class _SessionTrackingController(Controller):
@@ -40,7 +41,10 @@ class _SessionTrackingController(Controller):
         loop = asyncio.get_running_loop()
         for sock in self.server.sockets:
             loop.remove_reader(sock.fileno())
-        for _ in range(20):  # a connection accepted just before may only now have a session
+        deadline = loop.time() + CLOSE_WITHIN
+        # A connection accepted just before may only now have a session: go round until none
+        # is left open.
+        while loop.time() < deadline:
             transports = [s.transport for s in self.sessions if s.transport is not None]
             tasks = asyncio.all_tasks() - {asyncio.current_task()}
             if not transports and not tasks:
@@ -48,7 +52,10 @@ class _SessionTrackingController(Controller):
             for transport in transports:
                 transport.close()
             # Let each connection's task see its transport go and end, closing its socket.
-            await asyncio.wait(tasks, timeout=1) if tasks else await asyncio.sleep(0.01)
+            if tasks:
+                await asyncio.wait(tasks, timeout=max(deadline - loop.time(), 0.01))
+            else:
+                await asyncio.sleep(0.01)
 
 
 class SmtpServer:
@@ -81,9 +88,12 @@ class SmtpServer:
     def stop(self):
         if self._controller is not None:
             controller = self._controller
-            asyncio.run_coroutine_threadsafe(controller.close_sessions(), controller.loop).result(5)
-            controller.stop()
-            self._controller = None
+            try:
+                asyncio.run_coroutine_threadsafe(
+                    controller.close_sessions(), controller.loop).result(CLOSE_WITHIN + 5)
+            finally:
+                controller.stop()
+                self._controller = None
 
     def hold(self, command="DATA"):
         self.stalled.clear()

@@ -13,7 +13,7 @@ import pytest
 from app.events import hub as event_hub
 from app.events.publisher import emit
 from app.extensions import db, get_redis
-from app.inbound import apply_message
+from app.inbound import apply_again, apply_message
 from app.models import (
     Enrollment,
     Event,
@@ -490,6 +490,17 @@ def test_a_message_about_a_course_still_on_its_way_waits_for_it(app, client, wor
     row = inbound(never["message_id"])
     assert row.state == "rejected"
     assert row.detail.startswith("There is no course NOPE1. (waited 11 minutes")
+
+    # Applied again by an admin, it waits afresh for the course instead of failing at once.
+    assert apply_again([row.id]) == (1, 0)
+    apply_all()
+    row = inbound(never["message_id"])
+    assert (row.state, row.detail) == ("received", "Waiting: There is no course NOPE1.")
+    send(client, message("course.created", {"code": "NOPE1", "title": "Late after all"}))
+    apply_all()
+    assert reconcile()["messages_requeued"] == 1
+    apply_all()
+    assert inbound(never["message_id"]).state == "applied"
 
 
 def test_the_simulated_records_system_retries_a_5xx_and_not_a_4xx(app):

@@ -414,6 +414,14 @@ def test_reading_a_conversation_tells_the_readers_other_pages_and_no_one_else(ap
     assert frame.event == "read"
     assert frame.data == {"conversation": f"assignment.{ids.essay}", "upto": posted["id"]}
 
+    # A page fetched only to count again (as an open page does after a read elsewhere) marks
+    # nothing read: nobody saw it.
+    api_post(app, "sam", course_api(ids), "Welcome to CS101")
+    recounted = alice.get(f"/courses/{ids.cs}?recount=1").get_data(as_text=True)
+    assert "Welcome to CS101" in recounted
+    assert unread_badge(alice.get("/").get_data(as_text=True), f"course.{ids.cs}") == 1
+    assert mine.events_within(3 * HEARTBEAT) == []
+
     # Nothing new read, nothing said: opening it again, or an older message, moves no mark.
     alice.get(f"/assignments/{ids.essay}")
     older = app.test_client().post(f"/api/v1/messages/{posted['id']}/read",

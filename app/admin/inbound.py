@@ -24,9 +24,10 @@ class InboundMessageView(AdminModelView):
                    "sequence")
     column_labels = {"received_at": "Received", "message_id": "Message",
                      "occurred_at": "Changed in records", "detail": "Outcome",
-                     "finished_at": "Settled"}
+                     "finished_at": "Settled", "reapplied_at": "Applied again"}
     column_details_list = ("message_id", "kind", "subject", "state", "detail", "sequence",
-                           "occurred_at", "sent_at", "received_at", "finished_at", "payload")
+                           "occurred_at", "sent_at", "received_at", "reapplied_at", "finished_at",
+                           "payload")
     column_searchable_list = ("message_id", "subject", "detail")
     column_filters = (
         FilterEqual(InboundMessage.state, "State", options=[(s, s) for s in INBOUND_STATES]),

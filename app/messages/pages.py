@@ -15,13 +15,14 @@ from app.messages.conversations import (
 def conversation_page(conversation, user, error=None, draft=""):
     """What templates/messages/_conversation.html draws: a page of history (the newest, or the
     one before ?before=), the pinned announcement, and the form. Seeing the newest page marks
-    the conversation read."""
+    the conversation read, unless the page is fetched only for its unread counts
+    (?recount=1, by app/static/messages.js): nobody saw it then."""
     try:
         before = before_id(request.args.get("before"))
     except MessageError:
         before = None
     messages, has_older = history(conversation, before)
-    if before is None and messages:
+    if before is None and messages and not request.args.get("recount"):
         mark_read(user, conversation, messages[-1].id)
     return {
         "conversation": conversation, "messages": messages, "has_older": has_older,

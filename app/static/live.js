@@ -51,15 +51,20 @@
     (handlers[event.type] || []).forEach((handler) => handler(data, event));
   }
 
+  let retryTimer = null;
   function connect() {
+    // One stream a page: a start again replaces the stream there was.
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    if (source) source.close();
     source = new EventSource(streamUrl());
     source.onopen = () => { retryMs = 1000; setOnline(true); };
     source.onerror = () => {
       setOnline(false);
       // EventSource retries network errors itself, but gives up on an HTTP error (a proxy's
       // 502 while the server restarts); then we start again, from the last event we had.
-      if (source.readyState === EventSource.CLOSED) {
-        setTimeout(connect, retryMs);
+      if (source.readyState === EventSource.CLOSED && !retryTimer) {
+        retryTimer = setTimeout(connect, retryMs);
         retryMs = Math.min(retryMs * 2, 30000);
       }
     };
@@ -209,7 +214,7 @@
   let redrawing = null;
   async function redraw() {
     const response = await fetch(window.location.pathname, { credentials: "same-origin" });
-    if (!response.ok) return;
+    if (!response.ok || response.redirected) return;  // logged out: the login page
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
     const freshMain = fresh.getElementById("main");
     const freshNav = fresh.querySelector("header.top nav");
@@ -217,10 +222,15 @@
     if (!freshMain) return;
     document.getElementById("main").replaceChildren(...freshMain.childNodes);
     if (nav && freshNav) nav.replaceWith(freshNav);
-    if (source) {
-      source.close();
-      connect();
+    if (!source) return;
+    // The new topics start where the new page was drawn from, if that is earlier than the
+    // stream had come: an event on them still being stored then is not missed (and one seen
+    // already is not shown twice).
+    const drawnFrom = fresh.body.dataset.lastEventId;
+    if (drawnFrom && (!lastEventId || Number(drawnFrom) < Number(lastEventId))) {
+      lastEventId = drawnFrom;
     }
+    connect();
   }
   window.submissionsLive.on("enrolment", () => {
     if (!document.querySelector('[data-redraw-on~="enrolment"]')) return;

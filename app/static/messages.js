@@ -34,22 +34,36 @@
     el.querySelector(".badge").textContent = `${count} new`;
   }
 
+  // The ids of messages each badge counted live, so a recount drawn before one of them was
+  // stored does not lose it.
+  const countedLive = new WeakMap();
+  function countLive(el, message) {
+    if (!countedLive.has(el)) countedLive.set(el, new Set());
+    countedLive.get(el).add(message.id);
+    showCount(el, Number(el.dataset.unread || 0) + 1);
+  }
+
   let recountTimer = null;
   // A hidden message may or may not have been counted, and a read one no longer is: ask the
-  // page again, a moment later (spread out, so every open page does not ask at once).
+  // page again, a moment later (spread out, so every open page does not ask at once). The
+  // page is asked for its counts only (recount=1), so fetching it marks nothing read.
   function recount() {
     if (recountTimer) return;
     recountTimer = setTimeout(async () => {
       recountTimer = null;
-      const response = await fetch(window.location.pathname, { credentials: "same-origin" });
-      if (!response.ok) return;
+      const url = new URL(window.location.href);
+      url.searchParams.set("recount", "1");
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (!response.ok || response.redirected) return;  // logged out: the login page
       const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
       document.querySelectorAll("[data-unread-for]").forEach((el) => {
         const selector = `[data-unread-for="${CSS.escape(el.dataset.unreadFor)}"]`;
         const now = fresh.querySelector(selector);
         if (!now) return;
-        showCount(el, Number(now.dataset.unread));
-        el.dataset.countedUpto = now.dataset.countedUpto || el.dataset.countedUpto;
+        const drawnUpto = Number(now.dataset.countedUpto || 0);
+        const after = [...(countedLive.get(el) || [])].filter((id) => id > drawnUpto);
+        countedLive.set(el, new Set(after));
+        showCount(el, Number(now.dataset.unread) + after.length);
       });
     }, 300 + Math.random() * 1500);
   }
@@ -218,7 +232,7 @@
     if (message.change === "posted" && message.author.id !== me) {
       // A replayed message the page was drawn with is counted already.
       badges.filter((el) => message.id > Number(el.dataset.countedUpto || 0))
-        .forEach((el) => showCount(el, Number(el.dataset.unread || 0) + 1));
+        .forEach((el) => countLive(el, message));
     } else if (message.change === "hidden") {
       recount();
     }
