@@ -225,6 +225,9 @@ def main(argv=None):
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="postgres")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
+    if args.no_inline and not args.before:
+        # Every figure is shown against a baseline run beside it: without one there is no table.
+        parser.error("--no-inline needs --before REV, the baseline to run beside ours")
     plan = plan_from(args, QUICK if args.quick else FULL, ("students", "seconds", "backlog"))
     print(f"python -m bench.spike {' '.join(argv if argv is not None else sys.argv[1:])}",
           flush=True)
