@@ -232,7 +232,25 @@
     }
     connect();
   }
-  window.submissionsLive.on("enrolment", () => {
+  // A page of a course the user was just removed from stays on screen, but says so and takes
+  // no more input: what it would send is refused now.
+  function showRemoved(enrolment) {
+    if (enrolment.role || document.getElementById("unenrolled")) return;
+    if (!document.querySelector(`[data-course-page="${Number(enrolment.course_id)}"]`)) return;
+    const main = document.getElementById("main");
+    const notice = document.createElement("p");
+    notice.id = "unenrolled";
+    notice.className = "notice warning";
+    notice.setAttribute("role", "status");
+    notice.textContent = `You are no longer enrolled in ${enrolment.course}: `
+      + "this page stays as it was, but nothing can be sent from it.";
+    main.prepend(notice);
+    main.querySelectorAll("form input, form button, form textarea, form select")
+      .forEach((el) => { el.disabled = true; });
+  }
+
+  window.submissionsLive.on("enrolment", (enrolment) => {
+    showRemoved(enrolment);
     if (!document.querySelector('[data-redraw-on~="enrolment"]')) return;
     // One redraw at a time; changes that arrive meanwhile are in the next one.
     redrawing = (redrawing || Promise.resolve()).then(redraw).catch(() => {});

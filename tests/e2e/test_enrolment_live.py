@@ -1,7 +1,8 @@
 """The student-records system enrols a student in a course, renames them and removes them again
 while their assignment list is open in real Chromium: the list gains the course's assignments,
 follows the course's conversations, shows the new name and loses the course again, all without
-a reload."""
+a reload; and an open page of a course the student is removed from says so and takes no more
+input."""
 
 import pytest
 from playwright.sync_api import expect
@@ -62,3 +63,31 @@ def test_assignment_list_follows_the_students_enrolments_and_name_live(
     expect(page.locator("#main")).to_contain_text("ART200")
     assert page.evaluate("window.stillTheSamePage") is True
     assert db.session.query(Message).count() == 1
+
+
+def test_an_open_page_of_a_course_the_student_is_removed_from_says_so_and_takes_no_input(
+        app, web_server, browser_page, world):
+    app.config["ADMIN_SYNC_SECRET"] = RECORDS_SECRET
+    page = browser_page
+    login(page, web_server.url, "alice")
+    page.goto(f"{web_server.url}/assignments/{world.essay.id}")
+    expect(page.locator("#upload-button")).to_be_enabled()
+    expect(page.locator("#send-message")).to_be_enabled()
+    page.evaluate("window.stillTheSamePage = true")
+
+    # Removed from another course: this page is not that course's, and stays as it is.
+    from_records(app, "enrolment.added", {"email": "alice@uni.test", "course": "ART200"})
+    from_records(app, "enrolment.removed", {"email": "alice@uni.test", "course": "ART200"})
+    expect(page.locator("#flash-area")).to_contain_text("You are no longer enrolled in ART200",
+                                                        timeout=LIVE_WAIT_MS)
+    assert page.locator("#unenrolled").count() == 0
+    expect(page.locator("#upload-button")).to_be_enabled()
+
+    from_records(app, "enrolment.removed", {"email": "alice@uni.test", "course": "CS101"})
+    expect(page.locator("#unenrolled")).to_have_text(
+        "You are no longer enrolled in CS101: this page stays as it was, but nothing can be "
+        "sent from it.", timeout=LIVE_WAIT_MS)
+    expect(page.locator("#upload-button")).to_be_disabled()
+    expect(page.locator("#send-message")).to_be_disabled()
+    expect(page.locator("#message-body")).to_be_disabled()
+    assert page.evaluate("window.stillTheSamePage") is True
