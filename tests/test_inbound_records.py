@@ -36,11 +36,8 @@ ESSAY = b"My essay, at last.\n"
 
 
 @pytest.fixture(autouse=True)
-def inbound_settings(app):
-    app.config.update(ADMIN_SYNC_SECRET=SECRET, SSE_HEARTBEAT_SECONDS=0.2,
-                      SSE_GAP_WAIT_SECONDS=0.5)
-    yield
-    event_hub.stop_hub()
+def inbound_settings(app, live_events):
+    app.config["ADMIN_SYNC_SECRET"] = SECRET
 
 
 def message(kind, data, **fields):

@@ -19,6 +19,11 @@ from app.grades.times import course_time
 from app.templating import utc_time
 
 
+def counted(number, noun):
+    """"1 message", "3 messages": a count in the words of an admin page's flash message."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 class AdminOnly:
     def is_accessible(self):
         return current_user.is_authenticated and current_user.is_admin

@@ -8,12 +8,8 @@ from flask_admin.actions import action
 from flask_admin.contrib.sqla.filters import FilterEqual
 
 from app import inbound
-from app.admin.base import AdminModelView
+from app.admin.base import AdminModelView, counted
 from app.models import INBOUND_KINDS, INBOUND_STATES, InboundMessage
-
-
-def _messages(number):
-    return f"{number} message{'' if number == 1 else 's'}"
 
 
 class InboundMessageView(AdminModelView):
@@ -44,8 +40,8 @@ class InboundMessageView(AdminModelView):
             flash("None of the selected messages was rejected: nothing to apply again.",
                   "warning")
             return
-        text = f"{_messages(again)} to be applied again; each row shows the outcome."
+        text = f"{counted(again, 'message')} to be applied again; each row shows the outcome."
         if unqueued:
-            text += (f" Redis did not answer for {_messages(unqueued)}: they are applied once "
-                     "the reconciler finds Redis again.")
+            text += (f" Redis did not answer for {counted(unqueued, 'message')}: they are "
+                     "applied once the reconciler finds Redis again.")
         flash(text, "success" if not unqueued else "warning")

@@ -6,14 +6,10 @@ from flask_admin.actions import action
 from flask_admin.contrib.sqla.filters import FilterEmpty, FilterEqual, FilterLike
 from flask_login import current_user
 
-from app.admin.base import AdminModelView
+from app.admin.base import AdminModelView, counted
 from app.extensions import db
 from app.messages.conversations import moderate
 from app.models import Course, Message
-
-
-def _count(number):
-    return f"{number} message{'' if number == 1 else 's'}"
 
 
 class MessageView(AdminModelView):
@@ -52,4 +48,4 @@ class MessageView(AdminModelView):
             db.select(Message).where(Message.id.in_([int(i) for i in ids]))).scalars().all()
         for message in messages:
             moderate(message, current_user, hidden=hidden)
-        flash(f"{done} {_count(len(messages))}.", "success")
+        flash(f"{done} {counted(len(messages), 'message')}.", "success")

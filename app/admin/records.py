@@ -11,7 +11,7 @@ from markupsafe import Markup
 from wtforms import PasswordField, SelectChoice, SelectField, ValidationError
 from wtforms.validators import Optional
 
-from app.admin.base import AdminModelView, CourseTimeField, RecordSelectField
+from app.admin.base import AdminModelView, CourseTimeField, RecordSelectField, counted
 from app.extensions import db
 from app.grades.release import ReleaseError, cancel_release, schedule_release
 from app.models import (
@@ -41,10 +41,6 @@ MIN_PASSWORD = 8
 def _rows(model, order):
     return {"query_factory": lambda: db.session.execute(
         db.select(model).order_by(order)).scalars().all()}
-
-
-def _count(number, noun):
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _choices(names):
@@ -206,7 +202,7 @@ class SubmissionView(AdminModelView):
         ).scalars().all()
         for record in rows:
             unconfirmed = (record.data or {}).get("unconfirmed_creates", 0)
-            note = (f"Turnitin may also hold {_count(unconfirmed, 'empty submission')} for this "
+            note = (f"Turnitin may also hold {counted(unconfirmed, 'empty submission')} for this "
                     "work, from tries whose answer never arrived" if unconfirmed else "")
             yield (names.get(record.service, record.service), record.remote_id or "",
                    record.state, note)
@@ -232,10 +228,10 @@ class SubmissionView(AdminModelView):
             flash("None of the selected submissions has a failed step that can run again.",
                   "warning")
             return
-        flash(f"Requeued {_count(len(requeued), 'failed step')} of "
-              f"{_count(len(set(requeued)), 'submission')}.", "success")
+        flash(f"Requeued {counted(len(requeued), 'failed step')} of "
+              f"{counted(len(set(requeued)), 'submission')}.", "success")
         if unqueued:
-            flash(f"The queue is unreachable right now: {_count(unqueued, 'step')} will start "
+            flash(f"The queue is unreachable right now: {counted(unqueued, 'step')} will start "
                   "within a minute of it coming back.", "warning")
 
     @expose("/requeue/<int:step_id>", methods=["POST"])

@@ -211,7 +211,7 @@
     if (who) who.textContent = profile.name || profile.email;
   });
 
-  let redrawing = null;
+  let redrawing = Promise.resolve();
   async function redraw() {
     const response = await fetch(window.location.pathname, { credentials: "same-origin" });
     if (!response.ok || response.redirected) return;  // logged out: the login page
@@ -253,7 +253,7 @@
     showRemoved(enrolment);
     if (!document.querySelector('[data-redraw-on~="enrolment"]')) return;
     // One redraw at a time; changes that arrive meanwhile are in the next one.
-    redrawing = (redrawing || Promise.resolve()).then(redraw).catch(() => {});
+    redrawing = redrawing.then(redraw).catch(() => {});
   });
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -9,21 +9,19 @@ from playwright.sync_api import expect
 
 from app.extensions import db
 from app.models import Message
-from simulators.admin_records import RecordsSender
-from tests.conftest import Auth, run_jobs
+from tests.conftest import Auth
 from tests.e2e.conftest import RECORDS_SECRET, login
 from tests.e2e.test_grade_release import LIVE_WAIT_MS
+from tests.test_inbound_records import apply_all, message, send
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-URL = "/api/v1/inbound/records"
 
 
 def from_records(app, kind, data):
     """What the records system would send, applied as the `records` queue's worker would."""
-    body, headers = RecordsSender(URL, RECORDS_SECRET).signed(RecordsSender.message(kind, data))
-    assert app.test_client().post(URL, data=body, headers=headers).status_code == 202
-    run_jobs(["records"])
+    answer = send(app.test_client(), message(kind, data), secret=RECORDS_SECRET)
+    assert answer.status_code == 202
+    apply_all()
 
 
 def test_assignment_list_follows_the_students_enrolments_and_name_live(
